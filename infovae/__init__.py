@@ -1,0 +1,69 @@
+"""infovae: a plugin-based PyTorch toolkit for InfoVAE.
+
+Importing ``infovae`` does not import torch: torch-backed names are loaded on
+first access (PEP 562), so the CLI's listing commands stay fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    CapabilityError,
+    DataError,
+    DuplicatePluginError,
+    InfovaeError,
+    PluginError,
+    PluginLoadError,
+    PluginOptionError,
+    RunError,
+    TrainingError,
+    UnknownPluginError,
+)
+from .hookspecs import hookimpl
+from .options import Option, float_list
+from .registry import KINDS, PluginInfo, Registry, registry
+from .spec import DATA_KINDS, DataSpec
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first attribute access.
+_LAZY = {
+    "Divergence": "infovae.base",
+    "Decoder": "infovae.base",
+    "Dataset": "infovae.base",
+    "DIVERGENCE_PROPERTIES": "infovae.base",
+    "diagonal_gaussian": "infovae.base",
+    "check_reduction": "infovae.base",
+    "split_error": "infovae.base",
+    "StandardNormalPrior": "infovae.priors",
+    "score_by_autograd": "infovae.priors",
+    "to_model": "infovae.data",
+    "from_model": "infovae.data",
+    "InfoVAE": "infovae.model",
+    "functional": "infovae.functional",
+}
+
+__all__ = sorted(
+    [
+        "CapabilityError", "DataError", "DuplicatePluginError", "InfovaeError", "PluginError",
+        "PluginLoadError", "PluginOptionError", "RunError", "TrainingError", "UnknownPluginError",
+        "hookimpl", "Option", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
+        "DATA_KINDS", "DataSpec", "__version__",
+    ]
+    + list(_LAZY)
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'infovae' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if module.endswith("." + name) else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

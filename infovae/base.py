@@ -1,0 +1,113 @@
+"""Base types of the plugin contract.
+
+A plugin does not have to inherit from these (duck typing is enough), but doing
+so documents the contract and gives sensible defaults. Shapes: B = batch,
+D = latent dimension, (C, H, W) = one example.
+"""
+from __future__ import annotations
+
+from typing import Dict, FrozenSet, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal
+
+# Properties a divergence may claim; ``infovae.testing`` checks exactly the claimed ones
+# on the divergence's two-sample form ``two_sample(x, y)``.
+DIVERGENCE_PROPERTIES = frozenset(
+    {
+        "nonnegative",  # two_sample(x, y) >= 0
+        "zero_on_identical",  # two_sample(x, P x) == 0 for any permutation P
+        "positive_on_distinct",  # two_sample(x, y) > 0 when the multisets differ
+        "symmetric",  # two_sample(x, y) == two_sample(y, x)
+        "permutation_invariant",  # two_sample(P x, Q y) == two_sample(x, y)
+        "translation_invariant",  # two_sample(x + c, y + c) == two_sample(x, y)
+    }
+)
+
+
+class Divergence(nn.Module):
+    """A regularizer D(q(z) || p(z)) estimated from a minibatch of codes.
+
+    ``forward(z, posterior, prior)`` returns a 0-dim tensor to *minimize*:
+    z is (B, D) reparameterized codes (gradients flow to the encoder),
+    posterior is q(z|x) with batch shape (B,), prior has ``sample``, ``log_prob``, ``score``.
+
+    Optional parts:
+    - ``two_sample(x, y)``: the divergence between two samples (n, D), (m, D);
+      contract tests check ``properties`` on it.
+    - ``has_value``: False when forward returns a surrogate whose value means
+      nothing (Stein); the trainer then logs it as such.
+    - Own trainable state (e.g. a discriminator): return an optimizer from
+      ``configure_optimizer()`` and implement ``update(z, prior, optimizer)``;
+      the trainer calls it before each model step with detached codes, keeps the
+      optimizer in its state, and saves and restores both on resume. Parameters
+      of such a divergence are never stepped by the model's optimizer.
+    """
+
+    properties: FrozenSet[str] = frozenset()
+    has_value: bool = True
+
+    def forward(self, z: torch.Tensor, posterior: Distribution, prior) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def configure_optimizer(self) -> Optional[torch.optim.Optimizer]:
+        return None
+
+    def update(self, z: torch.Tensor, prior, optimizer: torch.optim.Optimizer) -> Mapping[str, float]:
+        return {}
+
+
+class Decoder(nn.Module):
+    """p(x|z). x are model values (see ``infovae.data``), z is (B, D).
+
+    - ``log_prob(x, z, reduction="sum")`` -> (B,) log-likelihood in nats;
+      ``reduction="none"`` -> (B, C, H, W) per-subpixel terms that sum to it.
+    - ``sample(z, generator=None)`` -> (B, C, H, W) model values on the data's
+      grid ({0., 1.} for binary, the 256 levels for 8-bit).
+    """
+
+    def log_prob(self, x: torch.Tensor, z: torch.Tensor, reduction: str = "sum") -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in ("sum", "none"):
+        raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}")
+
+
+def diagonal_gaussian(loc: torch.Tensor, log_scale: torch.Tensor) -> Independent:
+    """q(z|x) = N(loc, diag(exp(log_scale))^2) with batch shape (B,), event shape (D,).
+
+    log_scale is clamped to [-10, 5] so an untrained encoder cannot produce
+    zero or overflowing scales.
+    """
+    return Independent(Normal(loc, torch.exp(log_scale.clamp(-10.0, 5.0))), 1)
+
+
+class Dataset:
+    """What a dataset factory returns.
+
+    ``spec``: DataSpec. ``split(name)`` -> uint8 tensor (N, C, H, W) for name in
+    ``splits`` (a tuple drawn from "train", "valid", "test"). ``labels(name)``
+    -> int64 tensor (N,) or None when that split has no labels.
+    """
+
+    spec = None
+    splits = ("train", "valid", "test")
+
+    def split(self, name: str) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def labels(self, name: str) -> Optional[torch.Tensor]:
+        return None
+
+
+def split_error(name: str, splits) -> ValueError:
+    return ValueError(f"unknown split {name!r}; this data set has {', '.join(splits)}")
+
+
+Logs = Dict[str, float]

@@ -1,0 +1,71 @@
+"""pluggy hook specifications: one per plugin kind.
+
+Each hook receives a ``register`` callable owned by the host::
+
+    register(name, factory, *, summary="", options=None, supports=None)
+
+- name:     the plugin's name, unique within its kind (lower-case, dashes).
+- factory:  a callable, or an import string "package.module:attribute" that is
+            imported only when the plugin is built (keeps start-up free of torch).
+- summary:  one line for ``infovae plugins``; defaults to the factory's docstring.
+- options:  a sequence of ``infovae.Option`` or a dataclass; when omitted the
+            options come from the factory's keyword parameters.
+- supports: decoders only: the data kinds they model ("binary", "gray8", "rgb8").
+
+What the factories receive and return is described on each hook.
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "infovae"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_divergences(register):
+    """Register divergences D(q(z) || p(z)).
+
+    factory(**options) -> module with forward(z, posterior, prior) -> 0-dim
+    tensor to minimize (see ``infovae.Divergence``).
+    """
+
+
+@hookspec
+def register_encoders(register):
+    """Register encoders q(z|x).
+
+    factory(spec: DataSpec, latent_dim: int, **options) -> module whose
+    forward(x) returns a distribution with batch shape (B,) and event shape
+    (latent_dim,), usually ``infovae.diagonal_gaussian(loc, log_scale)``.
+    """
+
+
+@hookspec
+def register_decoders(register):
+    """Register decoders p(x|z).
+
+    factory(spec: DataSpec, latent_dim: int, **options) -> module with
+    log_prob(x, z, reduction) and sample(z, generator) (see ``infovae.Decoder``).
+    Pass ``supports=`` with the data kinds the decoder models.
+    """
+
+
+@hookspec
+def register_samplers(register):
+    """Register samplers.
+
+    factory(**options) -> callable(model, n, generator=None, data=None) -> (n, C, H, W)
+    model values; ``data`` is a tensor of model values when the sampler starts from data.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register data sets.
+
+    factory(**options) -> object with ``spec`` (DataSpec), ``splits``,
+    ``split(name)`` -> uint8 (N, C, H, W) and ``labels(name)`` -> int64 (N,) or None
+    (see ``infovae.Dataset``).
+    """
