@@ -21,7 +21,7 @@ from .errors import (
     UnknownPluginError,
 )
 from .hookspecs import hookimpl
-from .options import Option, float_list
+from .options import Option, bandwidth_option, float_list
 from .registry import KINDS, PluginInfo, Registry, registry
 from .spec import DATA_KINDS, DataSpec
 
@@ -42,13 +42,19 @@ _LAZY = {
     "from_model": "infovae.data",
     "InfoVAE": "infovae.model",
     "functional": "infovae.functional",
+    "metrics": "infovae.metrics",
+    "evaluate_metrics": "infovae.metrics",
+    "METRICS": "infovae.metrics",
+    "Objective": "infovae.objective",
+    "TrainerConfig": "infovae.runs",
+    "RunSpec": "infovae.runs",
 }
 
 __all__ = sorted(
     [
         "CapabilityError", "DataError", "DuplicatePluginError", "InfovaeError", "PluginError",
         "PluginLoadError", "PluginOptionError", "RunError", "TrainingError", "UnknownPluginError",
-        "hookimpl", "Option", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
+        "hookimpl", "Option", "bandwidth_option", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
         "DATA_KINDS", "DataSpec", "__version__",
     ]
     + list(_LAZY)

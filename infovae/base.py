@@ -91,15 +91,19 @@ def diagonal_gaussian(loc: torch.Tensor, log_scale: torch.Tensor) -> Independent
 class Dataset:
     """What a dataset factory returns.
 
-    ``spec``: DataSpec. ``split(name)`` -> uint8 tensor (N, C, H, W) for name in
-    ``splits`` (a tuple drawn from "train", "valid", "test"). ``labels(name)``
-    -> int64 tensor (N,) or None when that split has no labels.
+    ``spec``: DataSpec. ``split(name, generator=None)`` -> uint8 tensor (N, C, H, W)
+    for name in ``splits`` (a tuple drawn from "train", "valid", "test"); treat it
+    as read-only. ``labels(name)`` -> int64 tensor (N,) or None when that split has
+    no labels. A data set with ``dynamic = True`` returns a fresh random draw of
+    its train split for each call (dynamic binarization), drawn from ``generator``;
+    the trainer asks for one per epoch with a generator seeded by (seed, epoch).
     """
 
     spec = None
     splits = ("train", "valid", "test")
+    dynamic = False
 
-    def split(self, name: str) -> torch.Tensor:  # pragma: no cover
+    def split(self, name: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def labels(self, name: str) -> Optional[torch.Tensor]:

@@ -217,3 +217,20 @@ def parse_assignments(items: Iterable[str], what: str = "option") -> Dict[str, s
             raise PluginOptionError(f"{what} {key!r} given twice")
         out[key] = value.strip()
     return out
+
+
+def bandwidth_option(value: Any) -> Union[str, Tuple[float, ...]]:
+    """Parser for a kernel bandwidth: "median", a positive float, or a comma list of them.
+
+    Returns "median" or a tuple of positive floats (a list means the sum of kernels).
+    """
+    if isinstance(value, str) and value.strip().lower() == "median":
+        return "median"
+    values = float_list(value)
+    bad = [v for v in values if v <= 0]
+    if bad:
+        raise ValueError(f"bandwidths must be positive, got {bad[0]!r}")
+    return values
+
+
+bandwidth_option.metavar = "median|FLOAT[,FLOAT...]"  # type: ignore[attr-defined]

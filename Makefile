@@ -1,0 +1,36 @@
+# Set-up installs the CPU build of torch first, so pip never pulls the CUDA wheels on a CPU machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all bench example clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+setup: $(PY)
+	@# A CUDA machine can set TORCH_SPEC/TORCH_INDEX; on a CPU machine the default installs the CPU build.
+	$(PY) -m pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps -e examples/infovae-energy-distance
+
+demo: setup
+	$(VENV)/bin/infovae train --out runs/demo --overwrite
+	$(VENV)/bin/infovae sample runs/demo --out runs/demo/samples/ancestral.png
+	$(VENV)/bin/infovae sample runs/demo --sampler markov-chain -o return_chain=true -n 8 --out runs/demo/samples/markov_chain.png
+	$(VENV)/bin/infovae evaluate runs/demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+	cd examples/infovae-energy-distance && ../../$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/regularizers.py
+	$(PY) benchmarks/decoders.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache runs

@@ -1,0 +1,252 @@
+"""``infovae train``: compose plugins, validate everything, train, write a run."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import click
+
+from infovae import PluginOptionError
+from infovae.options import parse_assignments
+
+from .common import echo_json, friendly_errors
+
+DEFAULTS = {
+    "dataset": "digits",
+    "encoder": "mlp",
+    "decoder": "bernoulli-mlp",
+    "divergence": ("mmd=1000",),
+    "latent_dim": 8,
+}
+RESERVED_TARGETS = ("dataset", "encoder", "decoder")
+
+
+def parse_divergence(item: str) -> Tuple[str, float]:
+    name, sep, weight = item.partition("=")
+    name = name.strip()
+    if not name:
+        raise PluginOptionError(f"--divergence {item!r}: expected NAME or NAME=WEIGHT")
+    if not sep:
+        return name, 1.0
+    try:
+        w = float(weight)
+    except ValueError:
+        raise PluginOptionError(f"--divergence {item!r}: the weight {weight!r} is not a number") from None
+    return name, w
+
+
+def split_options(items: List[str], divergence_names: List[str]) -> Dict[str, Dict[str, str]]:
+    """'-o TARGET.KEY=VALUE' items -> {target: {key: value}}; targets: dataset, encoder, decoder, or a divergence."""
+    out: Dict[str, Dict[str, str]] = {}
+    for item in items:
+        target, dot, rest = item.partition(".")
+        if not dot or "=" not in rest or "=" in target:
+            raise PluginOptionError(
+                f"-o {item!r}: expected TARGET.KEY=VALUE with TARGET one of {', '.join(RESERVED_TARGETS)} or a divergence name "
+                f"(e.g. -o dataset.path=~/data, -o mmd.kernel=imq)"
+            )
+        target = target.strip()
+        if target not in RESERVED_TARGETS and target not in divergence_names:
+            raise PluginOptionError(
+                f"-o {item!r}: {target!r} is neither dataset, encoder, decoder nor one of the chosen divergences "
+                f"({', '.join(divergence_names) or 'none'}); add --divergence {target} first"
+            )
+        out.setdefault(target, {}).update(parse_assignments([rest], what=f"-o {target}"))
+    return out
+
+
+def load_config(path: Path) -> Dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            cfg = tomllib.load(fh)
+    except FileNotFoundError:
+        raise click.BadParameter(f"config file {path} does not exist", param_hint="--config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"config file {path} is not valid TOML: {exc}", param_hint="--config") from None
+    return cfg
+
+
+def config_options(cfg: Dict[str, Any]) -> List[str]:
+    """The [options] table of a config file as '-o' strings."""
+    items = []
+    for target, table in (cfg.get("options") or {}).items():
+        if not isinstance(table, dict):
+            raise PluginOptionError(f"config: [options.{target}] must be a table of key = value")
+        for k, v in table.items():
+            if isinstance(v, (list, tuple)):
+                v = ",".join(map(str, v))
+            elif isinstance(v, bool):
+                v = "true" if v else "false"
+            items.append(f"{target}.{k}={v}")
+    return items
+
+
+CONFIG_KEYS = {
+    "dataset", "encoder", "decoder", "divergence", "latent_dim", "batch_size", "epochs", "steps", "lr", "seed",
+    "device", "amp", "compile", "log_every", "sample_every", "checkpoint_every", "out", "options", "weight_decay",
+}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="TOML file with any of these options; the command line overrides it.")
+@click.option("--dataset", "-d", default=DEFAULTS["dataset"], show_default=True, help="Data set plugin.")
+@click.option("--encoder", "-e", default=DEFAULTS["encoder"], show_default=True, help="Encoder plugin.")
+@click.option("--decoder", "-p", default=DEFAULTS["decoder"], show_default=True, help="Decoder plugin.")
+@click.option("--divergence", "-r", multiple=True, metavar="NAME[=WEIGHT]", help="Regularizer and its weight (repeatable). Default: mmd=1000. Use 'none' for the plain autoencoder L_AE.")
+@click.option("--option", "-o", "options", multiple=True, metavar="TARGET.KEY=VALUE", help="Plugin option: TARGET is dataset, encoder, decoder or a divergence name (repeatable).")
+@click.option("--latent-dim", "-z", type=int, default=DEFAULTS["latent_dim"], show_default=True, help="Dimension of z.")
+@click.option("--batch-size", "-b", type=int, default=64, show_default=True)
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--steps", type=int, default=None, help="Total optimiser steps (overrides --epochs).")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
+@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Mixed precision (divergences stay float32).")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True, help="torch.compile the loss.")
+@click.option("--log-every", type=int, default=50, show_default=True, help="Steps between metric lines.")
+@click.option("--sample-every", type=int, default=0, show_default=True, help="Epochs between sample grids (0: at the end only).")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps between checkpoints (0: every epoch).")
+@click.option("--out", "-O", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True, help="Run directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this directory (--steps/--epochs may extend it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.pass_context
+@friendly_errors
+def train(ctx, config_path, dataset, encoder, decoder, divergence, options, latent_dim, batch_size, epochs, steps, lr,
+          weight_decay, seed, device, amp, compile_, log_every, sample_every, checkpoint_every, out, overwrite, resume,
+          as_json, quiet):
+    """Train an InfoVAE composed of plugins and write a resumable run.
+
+    \b
+    The loss is  -E_q[log p(x|z)] + sum_k weight_k * D_k(q(z) || p(z)).
+    kl=1 gives the ELBO; mmd, stein, adversarial are InfoVAE's marginal divergences.
+
+    \b
+    Examples:
+      infovae train                                   # digits, MMD-InfoVAE, ~1 minute on a CPU
+      infovae train -r kl=1 --out runs/elbo           # the ELBO VAE
+      infovae train -r none --out runs/ae             # plain probabilistic autoencoder L_AE
+      infovae train -r mmd=1000 -o mmd.kernel=imq -z 5 --out runs/mmd
+      infovae train -d binarized-mnist -o dataset.path=data/binarized_mnist.npz -p pixelcnn -e conv
+      infovae train --config experiment.toml --epochs 5
+      infovae train --resume runs/mmd --epochs 200
+    """
+    from infovae.runs import TrainerConfig
+
+    if resume is not None:
+        changed = [p for p in ctx.params if p not in ("resume", "steps", "epochs", "as_json", "quiet")
+                   and ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)]
+        if changed:
+            raise click.UsageError(f"--resume continues a run as it was specified; only --steps and --epochs may change (got {', '.join('--' + c.replace('_', '-') for c in changed)})")
+        return _resume(ctx, resume, steps, epochs, as_json, quiet)
+
+    cfg: Dict[str, Any] = {}
+    if config_path is not None:
+        cfg = load_config(config_path)
+        unknown = set(cfg) - CONFIG_KEYS
+        if unknown:
+            raise click.BadParameter(f"unknown key(s) {', '.join(sorted(unknown))} in {config_path}; known: {', '.join(sorted(CONFIG_KEYS))}", param_hint="--config")
+
+    def pick(name, value):
+        src = ctx.get_parameter_source(name)
+        if src == click.core.ParameterSource.DEFAULT and name in cfg:
+            return cfg[name]
+        return value
+
+    dataset, encoder, decoder = pick("dataset", dataset), pick("encoder", encoder), pick("decoder", decoder)
+    latent_dim, batch_size, epochs, steps = pick("latent_dim", latent_dim), pick("batch_size", batch_size), pick("epochs", epochs), pick("steps", steps)
+    lr, weight_decay, seed, device, amp = pick("lr", lr), pick("weight_decay", weight_decay), pick("seed", seed), pick("device", device), pick("amp", amp)
+    compile_ = cfg.get("compile", compile_) if ctx.get_parameter_source("compile_") == click.core.ParameterSource.DEFAULT else compile_
+    log_every, sample_every, checkpoint_every = pick("log_every", log_every), pick("sample_every", sample_every), pick("checkpoint_every", checkpoint_every)
+    if ctx.get_parameter_source("out") == click.core.ParameterSource.DEFAULT and "out" in cfg:
+        out = Path(cfg["out"])
+    div_items = list(divergence)
+    if not div_items:
+        cdiv = cfg.get("divergence", DEFAULTS["divergence"])
+        div_items = [f"{k}={v}" for k, v in cdiv.items()] if isinstance(cdiv, dict) else list(cdiv if not isinstance(cdiv, str) else [cdiv])
+    if [d.strip() for d in div_items] == ["none"]:
+        divs: List[Tuple[str, float]] = []
+    else:
+        divs = [parse_divergence(d) for d in div_items]
+    opts = split_options(config_options(cfg) + list(options), [n for n, _ in divs])
+
+    trainer_cfg = TrainerConfig(
+        batch_size=int(batch_size), epochs=int(epochs), steps=None if steps is None else int(steps), lr=float(lr),
+        weight_decay=float(weight_decay), seed=int(seed), device=str(device), amp=str(amp), compile=bool(compile_),
+        log_every=int(log_every), sample_every=int(sample_every), checkpoint_every=int(checkpoint_every),
+    )
+    from infovae.api import start_training
+    from infovae.build import make_run_spec
+    from infovae.runs import is_run
+    import infovae
+
+    if is_run(out) and not overwrite:
+        raise click.ClickException(f"{out} already holds a run. Continue it with --resume {out}, choose another --out, or pass --overwrite to replace it")
+    spec, ds = make_run_spec(
+        dataset=dataset, dataset_options=opts.get("dataset", {}), latent_dim=int(latent_dim),
+        encoder=encoder, encoder_options=opts.get("encoder", {}), decoder=decoder, decoder_options=opts.get("decoder", {}),
+        divergences=[(n, w, opts.get(n, {})) for n, w in divs], trainer=trainer_cfg, reg=infovae.registry(),
+    )
+    trainer = start_training(out, spec, ds, overwrite=overwrite)
+    _run(trainer, as_json, quiet)
+
+
+def _resume(ctx, run_dir, steps, epochs, as_json, quiet):
+    from infovae.api import resume_training
+
+    epochs_given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
+    trainer = resume_training(run_dir, steps=steps, epochs=epochs if epochs_given else None)
+    if trainer.step >= trainer.total_steps:
+        raise click.ClickException(f"{run_dir} already finished its {trainer.total_steps} steps; give a larger --steps or --epochs to continue it")
+    _run(trainer, as_json, quiet)
+
+
+def _describe(rec: Dict[str, Any]) -> str:
+    parts = [f"{k.split('/', 1)[1]}={v:.4g}" for k, v in rec.items() if k.startswith("train/")]
+    parts += [f"valid {k.split('/', 1)[1]}={v:.4g}" for k, v in rec.items() if k.startswith("valid/") and k.endswith("loss")]
+    if "examples_per_second" in rec:
+        parts.append(f"{rec['examples_per_second']:.0f} ex/s")
+    return "  ".join(parts)
+
+
+def _run(trainer, as_json: bool, quiet: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    interactive = err.is_terminal and not quiet
+    spe = trainer.steps_per_epoch
+
+    def on_log(rec):
+        if not quiet and not interactive and rec["step"] % spe == 0:
+            err.print(f"epoch {rec['step'] // spe:>4}  step {rec['step']:>6}  {_describe(rec)}", highlight=False)
+
+    trainer.on_log = on_log
+    err.print(f"[dim]run {trainer.run_dir}: {trainer.total_steps} steps on {trainer.device}, starting at step {trainer.step}[/dim]") if not quiet else None
+    if interactive:
+        with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"), console=err) as prog:
+            task = prog.add_task("", total=trainer.total_steps, completed=trainer.step)
+            summary = trainer.fit(progress=lambda s, tot, rec: prog.update(task, completed=s, description=_describe(rec)))
+    else:
+        summary = trainer.fit()
+    result = {
+        "run": summary.run_dir, "status": summary.status, "step": summary.step, "total_steps": summary.total_steps,
+        "seconds": round(summary.seconds, 3), "examples_per_second": summary.examples_per_second,
+        "overhead_fraction": summary.overhead_fraction, **{k: v for k, v in summary.last.items() if k.startswith(("train/", "valid/"))},
+    }
+    result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+    if as_json:
+        echo_json(result)
+    elif not quiet:
+        click.echo(f"{summary.status}: {summary.step}/{summary.total_steps} steps in {summary.seconds:.1f} s "
+                   f"({summary.examples_per_second:.0f} examples/s, {100 * summary.overhead_fraction:.1f}% outside the model) -> {summary.run_dir}")
+        if summary.status == "interrupted":
+            click.echo(f"resume with: infovae train --resume {summary.run_dir}")
+    if summary.status == "interrupted":
+        sys.exit(130)

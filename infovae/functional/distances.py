@@ -1,0 +1,427 @@
+"""Squared distances, exact float32 arithmetic, canonical row order, and the
+tiled kernel engine that MMD, Stein and the permutation test share.
+
+Shapes: x (n, d), y (m, d); z (N, d) a pooled sample. Everything runs on the
+device of the inputs, in float32 (float64 inputs stay float64), with autocast
+disabled and TF32 / bf16 matmul shortcuts turned off for the duration.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ["pairwise_sq_dists"]
+
+_LOG2E = 1.0 / math.log(2.0)
+# Rows per tile of the kernel matrix. CPU: a 1024 x 1024 float32 tile (4 MiB)
+# stays in cache between the Gram product, the exp and the two products of the
+# backward; CUDA: large enough to fill the device.
+_DEFAULT_BLOCK = {"cpu": 1024, "cuda": 8192}
+
+
+# ---------------------------------------------------------------------------
+# arithmetic set-up
+# ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def exact_float_math(device: torch.device) -> Iterator[None]:
+    """Autocast off and IEEE float32 matmul (no TF32 on CUDA, no bf16 in oneDNN).
+
+    Squared distances by the expanded form cancel; TF32's 10-bit mantissa
+    would leave nothing of small distances. The previous settings are restored.
+    """
+    restore = []
+    try:
+        for backend in _matmul_backends():
+            try:
+                old = backend.fp32_precision
+            except (AttributeError, RuntimeError):
+                continue
+            if old != "ieee":
+                backend.fp32_precision = "ieee"
+                restore.append((backend, old))
+        if not _has_fp32_precision_api() and torch.backends.cuda.matmul.allow_tf32:
+            torch.backends.cuda.matmul.allow_tf32 = False  # torch before the fp32_precision API
+            restore.append((None, True))
+        with torch.autocast(device_type=device.type, enabled=False):
+            yield
+    finally:
+        for backend, old in reversed(restore):
+            if backend is None:
+                torch.backends.cuda.matmul.allow_tf32 = old
+            else:
+                backend.fp32_precision = old
+
+
+def _matmul_backends():
+    out = [torch.backends.cuda.matmul]
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    if mkldnn is not None and hasattr(mkldnn, "matmul"):
+        out.append(mkldnn.matmul)
+    return out
+
+
+def _has_fp32_precision_api() -> bool:
+    try:
+        torch.backends.cuda.matmul.fp32_precision
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 when any input is float64, else float32 (bf16 / fp16 are cast up)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def check_samples(x: torch.Tensor, name: str = "x", min_rows: int = 1) -> None:
+    """Raise a clear error unless x is a floating (rows, d) tensor with finite values."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (rows, dim), got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (rows, dim), got {tuple(x.shape)}; reshape to 2-D first")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}; convert with .float()")
+    if x.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} row(s), got {x.shape[0]}")
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} has zero columns; samples need at least one dimension")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_pair(x: torch.Tensor, y: torch.Tensor, min_rows: int = 1) -> None:
+    check_samples(x, "x", min_rows)
+    check_samples(y, "y", min_rows)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+    if x.device != y.device:
+        raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
+
+
+def default_block(device: torch.device) -> int:
+    return _DEFAULT_BLOCK.get(device.type, 1024)
+
+
+# ---------------------------------------------------------------------------
+# pairwise squared distances (dense, differentiable)
+# ---------------------------------------------------------------------------
+def pairwise_sq_dists(x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """||x_i - y_j||^2 as an (n, m) tensor; y defaults to x.
+
+    Numerically safe in float32: both sets are centred on their shared mean
+    before the expanded form ||a||^2 + ||b||^2 - 2 a.b, the result is clamped
+    at 0, matmuls run without TF32, and entries below the expanded form's
+    rounding level (8 eps (||a||^2 + ||b||^2)) are recomputed directly as
+    sum_k (a_k - b_k)^2, so identical rows give exactly 0 and near-identical
+    ones their correct small value. Differentiable; the gradient is finite
+    (zero) at zero distance. bf16 / fp16 inputs give float32.
+    """
+    same = y is None or y is x
+    y = x if y is None else y
+    check_pair(x, y)
+    dtype = compute_dtype(x, y)
+    with exact_float_math(x.device):
+        xf, yf = x.to(dtype), y.to(dtype)
+        # The distances do not depend on the shift, so the mean carries no gradient.
+        centre = torch.cat([xf, yf]).mean(0).detach() if not same else xf.mean(0).detach()
+        xc = xf - centre
+        yc = xc if same else yf - centre
+        sx = xc.pow(2).sum(1)
+        sy = sx if same else yc.pow(2).sum(1)
+        scale = sx[:, None] + sy[None, :]
+        d2 = torch.addmm(scale, xc, yc.T, beta=1.0, alpha=-2.0).clamp_min(0.0)
+        tol = scale.detach() * (8.0 * torch.finfo(dtype).eps)
+        ii, jj = torch.nonzero(d2.detach() <= tol, as_tuple=True)
+        if ii.numel():
+            d2 = d2.index_put((ii, jj), _direct_sq_dists(xc, yc, ii, jj))
+    return d2
+
+
+def _direct_sq_dists(xc, yc, ii, jj, chunk: int = 1 << 18) -> torch.Tensor:
+    """sum_k (xc[ii] - yc[jj])^2, in chunks of pairs to bound memory."""
+    parts = [
+        (xc[ii[s : s + chunk]] - yc[jj[s : s + chunk]]).pow(2).sum(1)
+        for s in range(0, ii.numel(), chunk)
+    ]
+    return torch.cat(parts)
+
+
+def median_sq_dist(z: torch.Tensor, max_points: int = 1024) -> float:
+    """Median of ||z_i - z_j||^2 over pairs i < j (the lower middle value).
+
+    Uses at most ``max_points`` rows, evenly strided, so the cost is bounded;
+    when more than half the pairs coincide, the median of the positive
+    distances; 1.0 when all rows coincide. No gradient.
+    """
+    with torch.no_grad():
+        n = z.shape[0]
+        if n > max_points:
+            z = z[torch.linspace(0, n - 1, max_points, device=z.device).round().long()]
+            n = max_points
+        if n < 2:
+            return 1.0
+        d2 = pairwise_sq_dists(z)
+        iu = torch.triu_indices(n, n, offset=1, device=z.device)
+        vals = d2[iu[0], iu[1]]
+        med = float(vals.median())
+        if med <= 0.0:
+            pos = vals[vals > 0]
+            med = float(pos.median()) if pos.numel() else 1.0
+    return med
+
+
+# ---------------------------------------------------------------------------
+# canonical row order
+# ---------------------------------------------------------------------------
+def canonical_order(z: torch.Tensor) -> torch.Tensor:
+    """A permutation that puts the rows of z in an order depending only on the
+    multiset of rows (lexicographic where a projection key ties), so that any
+    function computed on ``z[canonical_order(z)]`` is bitwise invariant to how
+    the rows were ordered. (N,) int64 on z's device.
+    """
+    n, d = z.shape
+    weights = 1.0 + torch.arange(d, device=z.device, dtype=z.dtype) * (math.sqrt(5.0) - 1.0) / 2.0
+    key = (z * weights).sum(1)
+    perm = torch.argsort(key, stable=True)
+    sk = key[perm]
+    if n > 1 and bool((sk[1:] == sk[:-1]).any()):
+        perm = torch.arange(n, device=z.device)
+        for k in range(d - 1, -1, -1):
+            perm = perm[torch.argsort(z[perm, k], stable=True)]
+    return perm
+
+
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
+    """-1 if a < b at the first differing element (flattened), 1 if a > b, 0 if equal.
+
+    Same shapes required.
+    """
+    ne = (a != b).reshape(-1)
+    if not bool(ne.any()):
+        return 0
+    i = int(ne.to(torch.uint8).argmax())
+    return -1 if bool(a.reshape(-1)[i] < b.reshape(-1)[i]) else 1
+
+
+# ---------------------------------------------------------------------------
+# tiled kernel engine
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelSpec:
+    """A sum of kernels of one family.
+
+    rbf: k = sum_s exp(-r / (2 s^2)), scales s = sigma.
+    imq: k = sum_s s / (s + r),        scales s = c.
+    r = ||a - b||^2. Every term is 1 at r = 0, so k(z, z) = len(scales).
+    """
+
+    family: str
+    scales: Tuple[float, ...]
+
+    def __post_init__(self):
+        if self.family not in ("rbf", "imq"):
+            raise ValueError(f"unknown kernel {self.family!r}; use 'rbf' or 'imq'")
+        if not self.scales:
+            raise ValueError("a kernel needs at least one bandwidth")
+        for s in self.scales:
+            if not (math.isfinite(s) and s > 0):
+                raise ValueError(f"bandwidths must be positive and finite, got {s!r}")
+
+    @property
+    def k0(self) -> float:
+        return float(len(self.scales))
+
+
+@dataclass
+class SweepResult:
+    sums: Optional[torch.Tensor] = None  # (G, G) float64: sums of k over ordered pairs of each group pair
+    grad: Optional[torch.Tensor] = None  # (N, d): gradient of sum_ij W_ij k(z_i, z_j)
+    prod: Optional[torch.Tensor] = None  # (N, r): K @ rhs
+
+
+def _tiles(group_sizes: Sequence[int], block: int) -> List[Tuple[int, int, int]]:
+    out, start = [], 0
+    for g, size in enumerate(group_sizes):
+        for s in range(0, size, block):
+            out.append((start + s, start + min(size, s + block), g))
+        start += size
+    return out
+
+
+class _TileKernel:
+    """Evaluates kernel tiles K[I, J] from one Gram product per tile.
+
+    The squared norms and the kernel's scale ride in two extra columns of the
+    factors, so a single matmul gives the exponent (or 1 + r/c) directly and
+    no (B, B) temporaries are made beyond the tile buffers.
+    """
+
+    def __init__(self, zc: torch.Tensor, spec: KernelSpec, block: int, want_e: bool):
+        self.spec = spec
+        self.want_e = want_e
+        n = zc.shape[0]
+        sq = zc.pow(2).sum(1, keepdim=True)
+        one = torch.ones_like(sq)
+        single = len(spec.scales) == 1
+        if spec.family == "rbf":
+            # single: factor . factor = -log2(e) r / (2 sigma^2), ready for exp2.
+            s = _LOG2E / (2.0 * spec.scales[0] ** 2) if single else 1.0
+            self.left = torch.cat([zc * (2.0 * s), sq * (-s), one * (-s)], 1)
+            self.right = torch.cat([zc, one, sq], 1)
+            self.diag_value = 0.0
+        else:
+            # single: factor . factor = 1 + r / c, ready for the reciprocal; else r.
+            c = spec.scales[0] if single else None
+            if single:
+                self.left = torch.cat([zc * (-2.0 / c), sq / c + 1.0, one], 1)
+                self.right = torch.cat([zc, one, sq / c], 1)
+                self.diag_value = 1.0
+            else:
+                self.left = torch.cat([zc * -2.0, sq, one], 1)
+                self.right = torch.cat([zc, one, sq], 1)
+                self.diag_value = 0.0
+        flat = block * min(block, n)
+        self.buf_g = zc.new_empty(flat)
+        multi = not single
+        self.buf_k = zc.new_empty(flat) if multi else None
+        self.buf_t = zc.new_empty(flat) if multi else None
+        self.buf_e = zc.new_empty(flat) if (want_e and (multi or spec.family == "imq")) else None
+
+    @staticmethod
+    def _view(buf, rows, cols):
+        return buf[: rows * cols].view(rows, cols)
+
+    def __call__(self, i0, i1, j0, j1) -> Tuple[torch.Tensor, Optional[torch.Tensor], float]:
+        """(K, E, e_factor) for the tile; E * e_factor = -dk/dr (the weight of the gradient)."""
+        spec = self.spec
+        rows, cols = i1 - i0, j1 - j0
+        g = self._view(self.buf_g, rows, cols)
+        torch.mm(self.left[i0:i1], self.right[j0:j1].T, out=g)
+        single = len(spec.scales) == 1
+        if spec.family == "rbf":
+            g.clamp_max_(0.0)  # r >= 0
+        else:
+            g.clamp_min_(1.0 if single else 0.0)
+        if i0 == j0:
+            g.diagonal().fill_(self.diag_value)  # r = 0 exactly on the diagonal
+        if single:
+            s = spec.scales[0]
+            if spec.family == "rbf":
+                g.exp2_()
+                return g, g, 1.0 / (2.0 * s * s)
+            g.reciprocal_()
+            e = None
+            if self.want_e:
+                e = self._view(self.buf_e, rows, cols)
+                torch.mul(g, g, out=e)
+            return g, e, 1.0 / s
+        k = self._view(self.buf_k, rows, cols)
+        t = self._view(self.buf_t, rows, cols)
+        e = self._view(self.buf_e, rows, cols) if self.want_e else None
+        for idx, s in enumerate(spec.scales):
+            if spec.family == "rbf":
+                torch.mul(g, _LOG2E / (2.0 * s * s), out=t)
+                t.exp2_()
+                w = 1.0 / (2.0 * s * s)
+            else:
+                torch.mul(g, 1.0 / s, out=t)
+                t.add_(1.0).reciprocal_()
+                w = 1.0 / s
+            if idx == 0:
+                k.copy_(t)
+            else:
+                k.add_(t)
+            if e is not None:
+                if spec.family == "rbf":
+                    if idx == 0:
+                        torch.mul(t, w, out=e)
+                    else:
+                        e.add_(t, alpha=w)
+                else:
+                    if idx == 0:
+                        torch.mul(t, t, out=e)
+                        e.mul_(w)
+                    else:
+                        e.addcmul_(t, t, value=w)
+        return k, e, 1.0
+
+
+@torch.no_grad()
+def kernel_sweep(
+    z: torch.Tensor,
+    group_sizes: Sequence[int],
+    spec: KernelSpec,
+    *,
+    block: Optional[int] = None,
+    sums: bool = False,
+    grad_weights: Optional[Sequence[Sequence[float]]] = None,
+    rhs: Optional[torch.Tensor] = None,
+    centred: bool = False,
+) -> SweepResult:
+    """One pass over the upper-triangular tiles of the symmetric kernel matrix
+    K = k(z, z) (N x N), never holding more than a few (block x block) tiles.
+
+    z is the pooled sample (N, d); rows are split into consecutive groups of
+    ``group_sizes`` (e.g. [n, m] for x then y). Requested outputs:
+    - ``sums``: S[g, h] = sum over i in g, j in h of K_ij, float64 (G, G).
+    - ``grad_weights`` W (G x G, symmetric): the gradient w.r.t. z of
+      sum_ij W[g(i), g(j)] K_ij, shape (N, d), from the same tiles
+      (d/dz_i = -4 sum_j W_ij e_ij (z_i - z_j) with e = -dk/dr).
+    - ``rhs`` (N, r): the product K @ rhs.
+    Must run under no_grad; z in its compute dtype. Translation is removed
+    (z is centred) unless ``centred`` says it already is.
+    """
+    n_total, d = z.shape
+    if sum(group_sizes) != n_total:
+        raise ValueError("group sizes must add up to the number of rows")
+    block = int(block or default_block(z.device))
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    zc = z if centred else z - z.mean(0)
+    want_e = grad_weights is not None
+    kern = _TileKernel(zc, spec, block, want_e)
+    tiles = _tiles(group_sizes, block)
+    n_groups = len(group_sizes)
+
+    acc_g = None
+    if want_e:
+        aug = torch.cat([zc, torch.ones_like(zc[:, :1])], 1)  # [z, 1]: K @ aug gives K z and the row sums
+        acc_g = torch.zeros_like(aug)
+    acc_p = torch.zeros(n_total, rhs.shape[1], dtype=zc.dtype, device=zc.device) if rhs is not None else None
+    tile_sums: List[torch.Tensor] = []
+    tile_index: List[int] = []
+
+    for a, (i0, i1, gi) in enumerate(tiles):
+        for (j0, j1, gj) in tiles[a:]:
+            k, e, efac = kern(i0, i1, j0, j1)
+            off = j0 != i0
+            if sums:
+                tile_sums.append(k.sum(dtype=torch.float64))
+                tile_index.append(gi * n_groups + gj)
+                if off:
+                    tile_sums.append(tile_sums[-1])
+                    tile_index.append(gj * n_groups + gi)
+            if want_e:
+                w = float(grad_weights[gi][gj]) * efac
+                if w != 0.0:
+                    acc_g[i0:i1].addmm_(e, aug[j0:j1], alpha=w)
+                    if off:
+                        acc_g[j0:j1].addmm_(e.T, aug[i0:i1], alpha=w)
+            if acc_p is not None:
+                acc_p[i0:i1].addmm_(k, rhs[j0:j1])
+                if off:
+                    acc_p[j0:j1].addmm_(k.T, rhs[i0:i1])
+
+    out = SweepResult()
+    if sums:
+        s = torch.zeros(n_groups * n_groups, dtype=torch.float64, device=z.device)
+        s.index_add_(0, torch.tensor(tile_index, device=z.device), torch.stack(tile_sums))
+        out.sums = s.view(n_groups, n_groups)
+    if want_e:
+        out.grad = -4.0 * (zc * acc_g[:, d:] - acc_g[:, :d])
+    out.prod = acc_p
+    return out

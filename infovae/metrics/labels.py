@@ -1,0 +1,171 @@
+"""Metrics that need class labels: class distribution of samples, semi-supervised accuracy.
+
+Both use scikit-learn (imported on first use) and fixed, seeded splits of the labelled examples
+(``split_seed``), so two models evaluated on the same data see the same split.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ._common import batches, check_labels, cpu_generator, encode, make_generator, model_device, model_values
+
+
+def class_cross_entropy(data_labels, sample_labels, num_classes: int, pseudo_count: float = 0.0) -> Dict[str, object]:
+    """Cross entropy H(p, q) = -sum_c p(c) log q(c) in nats between the class histogram p of the data
+    and the histogram q of the samples (counts plus ``pseudo_count`` per class, renormalised).
+
+    H(p, q) = H(p) + KL(p || q) >= H(p), with equality iff q = p on the support of p; infinite when a
+    class present in the data gets no sample and pseudo_count is 0.
+    """
+    if pseudo_count < 0:
+        raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
+    p = np.bincount(np.asarray(data_labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    c = np.bincount(np.asarray(sample_labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    if p.sum() == 0 or c.sum() + pseudo_count == 0:
+        raise ValueError("class_cross_entropy needs at least one data label and one sample label")
+    p /= p.sum()
+    q = (c + pseudo_count) / (c.sum() + pseudo_count * num_classes)
+    support = p > 0
+    with np.errstate(divide="ignore"):
+        ce = float(-(p[support] * np.log(q[support])).sum())
+    entropy = float(-(p[support] * np.log(p[support])).sum())
+    return {"cross_entropy": ce, "entropy": entropy, "data_histogram": p.tolist(), "sample_histogram": q.tolist()}
+
+
+def _flat(x: torch.Tensor) -> np.ndarray:
+    return x.reshape(x.shape[0], -1).double().cpu().numpy()
+
+
+def _split(n: int, n_train: int, seed: int):
+    perm = torch.randperm(n, generator=cpu_generator(seed))
+    return perm[:n_train], perm[n_train:]
+
+
+@torch.no_grad()
+def class_distribution(
+    model,
+    x: torch.Tensor,
+    *,
+    labels,
+    generator: Optional[torch.Generator] = None,
+    batch_size: int = 1024,
+    num_generated: Optional[int] = None,
+    pseudo_count: float = 1.0,
+    classifier_test_fraction: float = 0.2,
+    split_seed: int = 0,
+) -> Dict[str, object]:
+    """Cross entropy (nats) between the data's class histogram and that of ancestral samples.
+
+    A multinomial logistic regression (scikit-learn, lbfgs, C=1) on the flattened model values is fit
+    on a seeded (1 - ``classifier_test_fraction``) share of the labelled examples; its accuracy on the
+    rest is reported. It labels ``num_generated`` (default N) ancestral samples (z ~ p(z), x ~ p(x|z)).
+    value = -sum_c p_data(c) log p_samples(c), where p_data is the histogram of the given labels and
+    p_samples the classifier's histogram over the samples with ``pseudo_count`` added per class (1 by
+    default, so that a class never generated costs a finite penalty). Also reported: the entropy of
+    p_data (the least value possible) and the excess value - entropy = KL(p_data || p_samples).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    pseudo_count, classifier_test_fraction = float(pseudo_count), float(classifier_test_fraction)
+    x = model_values(model, x)
+    n = x.shape[0]
+    y = check_labels(labels, n)
+    if pseudo_count < 0:
+        raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
+    if not 0 < classifier_test_fraction < 1:
+        raise ValueError(f"classifier_test_fraction must be in (0, 1), got {classifier_test_fraction}")
+    n_test = max(1, int(round(n * classifier_test_fraction)))
+    if n - n_test < 2:
+        raise ValueError(f"class-distribution needs more labelled examples to fit a classifier, got {n}")
+    tr, te = _split(n, n - n_test, split_seed)
+    if len(torch.unique(y[tr])) < 2:
+        raise ValueError("class-distribution: the classifier's training split holds a single class")
+    num_generated = n if num_generated is None else int(num_generated)
+    if num_generated < 1:
+        raise ValueError(f"num_generated must be >= 1, got {num_generated}")
+
+    feats = _flat(x)
+    clf = LogisticRegression(C=1.0, max_iter=1000)
+    with warnings.catch_warnings():  # the reported held-out accuracy shows how good the fit is
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        clf.fit(feats[tr.numpy()], y[tr].numpy())
+    accuracy = float(clf.score(feats[te.numpy()], y[te].numpy()))
+
+    generator = make_generator(generator, model_device(model))
+    predicted = []
+    for s in batches(num_generated, batch_size):
+        samples = model.sample(s.stop - s.start, generator=generator)
+        predicted.append(clf.predict(_flat(samples)))
+    predicted = np.concatenate(predicted)
+    num_classes = int(y.max()) + 1
+    res = class_cross_entropy(y.numpy(), predicted, num_classes, pseudo_count)
+    ce = res["cross_entropy"]
+    if not math.isfinite(ce):
+        raise FloatingPointError(
+            "class-distribution: a class of the data never appears among the samples; "
+            "the cross entropy is infinite (use pseudo_count > 0)"
+        )
+    return {
+        "value": ce,
+        "entropy": res["entropy"],
+        "excess": ce - res["entropy"],
+        "units": "nats",
+        "data_histogram": res["data_histogram"],
+        "sample_histogram": res["sample_histogram"],
+        "num_generated": num_generated,
+        "pseudo_count": float(pseudo_count),
+        "classifier": "scikit-learn LogisticRegression on pixels (model values), lbfgs, C=1",
+        "classifier_accuracy": accuracy,
+        "classifier_train": int(tr.numel()),
+        "classifier_test": int(te.numel()),
+        "description": "cross entropy between the data's class histogram and that of classified ancestral samples",
+    }
+
+
+@torch.no_grad()
+def semi_supervised(
+    model,
+    x: torch.Tensor,
+    *,
+    labels,
+    batch_size: int = 1024,
+    num_labels: int = 1000,
+    svm_c: float = 1.0,
+    split_seed: int = 0,
+) -> Dict[str, object]:
+    """Accuracy of an RBF SVM (scikit-learn SVC, C=``svm_c``, gamma="scale") trained on the posterior
+    means E_q[z|x] of a fixed seeded subset of min(``num_labels``, N // 2) labelled examples and scored
+    on all the others. "chance" is the accuracy of always predicting the training subset's most
+    frequent class.
+    """
+    from sklearn.svm import SVC
+
+    x = model_values(model, x)
+    n = x.shape[0]
+    y = check_labels(labels, n)
+    n_train = min(int(num_labels), n // 2)
+    if n_train < 2:
+        raise ValueError(f"semi-supervised needs at least 4 labelled examples (and num_labels >= 2), got N={n}")
+    tr, te = _split(n, n_train, split_seed)
+    y_tr, y_te = y[tr].numpy(), y[te].numpy()
+    if len(np.unique(y_tr)) < 2:
+        raise ValueError("semi-supervised: the labelled subset holds a single class; use more labels")
+    loc, _ = encode(model, x, batch_size, "semi-supervised")
+    codes = loc.cpu().numpy()
+    svm = SVC(kernel="rbf", C=float(svm_c), gamma="scale").fit(codes[tr.numpy()], y_tr)
+    accuracy = float(svm.score(codes[te.numpy()], y_te))
+    majority = np.bincount(y_tr).argmax()
+    return {
+        "value": accuracy,
+        "n_train": int(n_train),
+        "n_test": int(te.numel()),
+        "chance": float((y_te == majority).mean()),
+        "classifier": f"scikit-learn SVC(kernel='rbf', C={float(svm_c):g}, gamma='scale') on posterior means",
+        "description": f"SVM accuracy on codes: fit on {n_train} seeded labelled examples, scored on the other {int(te.numel())}",
+    }

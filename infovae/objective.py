@@ -1,0 +1,63 @@
+"""The InfoVAE objective.
+
+    loss = -E_q(z|x)[log p(x|z)] + sum_k lambda_k D_k(q(z) || p(z))
+
+The ELBO's beta * KL(q(z|x) || p(z)) is the ``kl`` divergence with weight beta;
+with no divergence the model is the plain probabilistic autoencoder L_AE.
+All terms are means over the batch, in nats.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .errors import PluginOptionError
+
+
+def check_weight(name: str, weight: float) -> float:
+    weight = float(weight)
+    if not math.isfinite(weight):
+        raise PluginOptionError(f"divergence {name!r}: weight must be finite, got {weight}")
+    if weight < 0:
+        raise PluginOptionError(
+            f"divergence {name!r}: weight {weight} is negative. A negative weight rewards q(z) for moving "
+            f"AWAY from the prior p(z) (the bug in some published InfoVAE code); use a weight >= 0 "
+            f"(InfoVAE uses lambda > 0 for the marginal divergence and beta in [0, 1] for kl)."
+        )
+    return weight
+
+
+class Objective(nn.Module):
+    """Reconstruction plus weighted divergences. Divergences are submodules so their
+    own state (e.g. a discriminator) is saved with the model."""
+
+    def __init__(self, divergences: Sequence[Tuple[str, float, nn.Module]]):
+        super().__init__()
+        names = [n for n, _, _ in divergences]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise PluginOptionError(f"divergence(s) {', '.join(sorted(dup))} given more than once; give each once with its total weight")
+        self.divergences = nn.ModuleDict({n: m for n, _, m in divergences})
+        self.weights: Dict[str, float] = {n: check_weight(n, w) for n, w, _ in divergences}
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """x (B, C, H, W) model values -> (loss, terms, z).
+
+        terms: "reconstruction" and each divergence's unweighted value (0-dim,
+        detached); z: (B, D) the codes used.
+        """
+        q = model.posterior(x)
+        z = q.rsample()
+        recon = -model.log_likelihood(x, z).mean()
+        loss = recon
+        terms: Dict[str, torch.Tensor] = {"reconstruction": recon.detach()}
+        for name, div in self.divergences.items():
+            value = div(z, q, model.prior)
+            if value.dim() != 0:
+                raise RuntimeError(f"divergence {name!r} returned shape {tuple(value.shape)}; divergences return a 0-dim tensor")
+            loss = loss + self.weights[name] * value.float()
+            terms[name] = value.detach()
+        return loss, terms, z

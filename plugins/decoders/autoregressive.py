@@ -1,0 +1,232 @@
+"""Shared parts of the autoregressive decoders (``pixelcnn``, ``pixelcnnpp``).
+
+A network is written once, as a method ``network(ops, x, z, dropout)`` that builds
+its output from four primitives of an ``ops`` object:
+
+- ``ops.conv(module, x, pre=None, post=None, extras=(), channels=None)``: a shifted
+  convolution (``ShiftedConv2d``) or 1x1 layer of ``pre(x)``, followed by
+  ``post(y, *extras)`` where ``extras`` are maps read at the output positions;
+- ``ops.deconv(...)``: the same for a ``ShiftedDeconv2d``;
+- ``ops.shift(x, down=0, right=0, post=None, extras=(), channels=None)``;
+- ``ops.pointwise(fn, *inputs, channels)``: ``fn`` acts position by position.
+
+``TorchOps`` evaluates these on whole tensors (training, ``log_prob``, the naive
+sampler). ``fast_sampling.GraphOps`` records them as a graph that the fast sampler
+evaluates a few positions at a time. Both run the same modules and the same
+``pre``/``post``/``fn`` callables, so the two samplers compute the same function.
+Rules that keep it exact: ``pre`` must map 0 to 0 (it also sees the zero padding),
+``post`` and ``fn`` must act position by position, and nothing may mix batch entries.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infovae import CapabilityError, DataSpec, Decoder, PluginOptionError, check_reduction
+
+
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    """elu([x, -x]) along channels: (B, C, H, W) -> (B, 2C, H, W); maps 0 to 0."""
+    return F.elu(torch.cat((x, -x), dim=1))
+
+
+def gate(x: torch.Tensor) -> torch.Tensor:
+    """tanh(a) * sigmoid(b) for x = [a, b] along channels: (B, 2F, ...) -> (B, F, ...)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def sigmoid_gate(x: torch.Tensor) -> torch.Tensor:
+    """a * sigmoid(b) for x = [a, b] (the PixelCNN++ gated resnet output)."""
+    a, b = x.chunk(2, dim=1)
+    return a * torch.sigmoid(b)
+
+
+class ShiftedConv2d(nn.Module):
+    """Convolution whose output at (r, c) sees only rows <= r of its input.
+
+    mode "down":       kernel (kh, kw) over rows r*s-kh+1 .. r*s, columns centred on c*s (kw odd);
+    mode "down_right": kernel (kh, kw) over rows r*s-kh+1 .. r*s, columns c*s-kw+1 .. c*s.
+    Implemented as zero padding ``self.pad`` = (left, right, top, bottom) and a valid
+    convolution with stride s; (B, Cin, H, W) -> (B, Cout, ceil(H / s), ceil(W / s)).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: Tuple[int, int], stride: int = 1, mode: str = "down", init_scale: float = 1.0):
+        super().__init__()
+        kh, kw = kernel
+        if mode == "down":
+            if kw % 2 != 1:
+                raise ValueError(f"a down-shifted convolution needs an odd kernel width, got {kw}")
+            self.pad = (kw // 2, kw // 2, kh - 1, 0)
+        elif mode == "down_right":
+            self.pad = (kw - 1, 0, kh - 1, 0)
+        else:
+            raise ValueError(f"mode must be 'down' or 'down_right', got {mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel, self.stride, self.mode = (kh, kw), stride, mode
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kh, kw))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)  # torch's Conv2d default
+        with torch.no_grad():
+            self.weight.mul_(init_scale)
+
+    def core(self, padded: torch.Tensor) -> torch.Tensor:
+        """The convolution of an input that already carries its zero padding."""
+        return F.conv2d(padded, self.weight, self.bias, stride=self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.core(F.pad(x, self.pad))
+
+
+class ShiftedDeconv2d(nn.Module):
+    """Stride-s transposed convolution, (B, Cin, h, w) -> (B, Cout, s*h, s*w), cropped as in PixelCNN++.
+
+    Input (I, J) feeds output rows s*I .. s*I+kh-1 and columns s*J-cl .. s*J-cl+kw-1,
+    cl = (kw-1)//2 for mode "down" and 0 for "down_right": an output never sees an
+    input from a later row block (or, for "down_right", a later column block).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: Tuple[int, int], stride: int = 2, mode: str = "down"):
+        super().__init__()
+        kh, kw = kernel
+        self.crop_left = (kw - 1) // 2 if mode == "down" else 0
+        if kh < stride or kw < stride + self.crop_left:
+            raise ValueError(f"kernel {kernel} is too small to cover a stride-{stride} {mode} up-sampling")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel, self.stride, self.mode = (kh, kw), stride, mode
+        self.weight = nn.Parameter(torch.empty(in_channels, out_channels, kh, kw))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:
+        """The uncropped transposed convolution: rows s*h - s + kh, columns s*w - s + kw."""
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, (h, w) = self.stride, x.shape[-2:]
+        return self.core(x)[:, :, : s * h, self.crop_left : self.crop_left + s * w]
+
+
+def shift(x: torch.Tensor, down: int = 0, right: int = 0) -> torch.Tensor:
+    """out[..., r, c] = x[..., r - down, c - right], zero where that falls outside."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (right, 0, down, 0))[..., :h, :w]
+
+
+class TorchOps:
+    """The ``ops`` that evaluate a network on whole tensors (see the module docstring)."""
+
+    @staticmethod
+    def conv(module: nn.Module, x: torch.Tensor, pre: Optional[Callable] = None, post: Optional[Callable] = None,
+             extras: Sequence[torch.Tensor] = (), channels: Optional[int] = None) -> torch.Tensor:
+        y = module(pre(x) if pre is not None else x)
+        return post(y, *extras) if post is not None else y
+
+    deconv = conv
+
+    @staticmethod
+    def shift(x: torch.Tensor, down: int = 0, right: int = 0, post: Optional[Callable] = None,
+              extras: Sequence[torch.Tensor] = (), channels: Optional[int] = None) -> torch.Tensor:
+        y = shift(x, down, right)
+        return post(y, *extras) if post is not None else y
+
+    @staticmethod
+    def pointwise(fn: Callable, *inputs: torch.Tensor, channels: int) -> torch.Tensor:
+        return fn(*inputs)
+
+
+def with_ones(x: torch.Tensor) -> torch.Tensor:
+    """Append a channel of ones, so the network can tell image from zero padding."""
+    return torch.cat((x, torch.ones_like(x[:, :1])), dim=1)
+
+
+class AutoregressiveDecoder(Decoder):
+    """p(x|z) = prod over pixels in raster order (channels in order inside a pixel) of p(x_i | x_<i, z).
+
+    Subclasses define ``network(ops, x, z, dropout) -> (B, P, H, W)``: the parameters of
+    every pixel's conditional, where the output at pixel i depends only on the pixels
+    before i; ``uniforms_per_pixel``; ``terms(x, out)`` -> (B, C, H, W) log-probabilities;
+    and ``sample_pixel(params (B, P), uniforms (B, U)) -> (B, C)`` values, a deterministic
+    function of the uniforms.
+
+    ``sample(z, generator=None, fast=None)``: ``fast`` None uses the ``fast`` option.
+    Both samplers draw all uniforms first, as one (B, U, H, W) tensor, and use the
+    uniforms of pixel i for pixel i, so they consume randomness identically.
+    """
+
+    supports: Tuple[str, ...] = ()
+    uniforms_per_pixel = 1
+
+    def __init__(self, spec: DataSpec, latent_dim: int, fast: bool, who: str):
+        super().__init__()
+        if spec.kind not in self.supports:
+            raise CapabilityError(
+                f"{who} models {' and '.join(self.supports)} data, but the data are {spec.kind}; "
+                f"pick a decoder that supports {spec.kind}"
+            )
+        if latent_dim < 1:
+            raise PluginOptionError(f"{who}: latent dimension must be >= 1, got {latent_dim}")
+        self.spec, self.latent_dim, self.fast, self.who = spec, int(latent_dim), bool(fast), who
+
+    # -- subclass interface -------------------------------------------------------------
+    def network(self, ops, x, z: torch.Tensor, dropout: bool):  # pragma: no cover
+        raise NotImplementedError
+
+    def terms(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def sample_pixel(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- contract -----------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def _check_z(self, z: torch.Tensor) -> None:
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"{self.who} expects codes z of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+
+    def _check_x(self, x: torch.Tensor, z: torch.Tensor) -> None:
+        self._check_z(z)
+        if tuple(x.shape) != (z.shape[0], *self.spec.shape):
+            raise ValueError(
+                f"{self.who}: x has shape {tuple(x.shape)}, but codes z {tuple(z.shape)} and data of shape "
+                f"{self.spec.shape} call for ({z.shape[0]}, {', '.join(map(str, self.spec.shape))})"
+            )
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Parameters of every pixel's conditional, (B, P, H, W); dropout follows ``self.training``."""
+        self._check_x(x, z)
+        return self.network(TorchOps, x, z, self.training)
+
+    def log_prob(self, x: torch.Tensor, z: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """log p(x|z) in nats: (B,) for "sum"; per subpixel (B, C, H, W) for "none" (float32 or float64)."""
+        check_reduction(reduction)
+        out = self(x, z)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+            terms = self.terms(x.to(dtype), out.to(dtype))
+        return terms if reduction == "none" else terms.flatten(1).sum(1)
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, fast: Optional[bool] = None) -> torch.Tensor:
+        """x ~ p(x|z): (B, C, H, W) model values on the data grid, in the decoder's dtype.
+
+        ``generator`` must live on z's device. fast=True: the cached sampler (one new
+        position per layer and step); fast=False: the naive loop (one full network
+        pass per pixel). Both give the same samples for the same generator state, up
+        to floating-point differences between whole-image and windowed kernels (see
+        ``fast_sampling``). Dropout is never applied while sampling.
+        """
+        from .fast_sampling import sample_fast, sample_naive
+
+        self._check_z(z)
+        z = z.to(self.dtype)
+        c, h, w = self.spec.shape
+        uniforms = torch.rand((z.shape[0], self.uniforms_per_pixel, h, w), generator=generator, device=z.device)
+        use_fast = self.fast if fast is None else bool(fast)
+        return (sample_fast if use_fast else sample_naive)(self, z, uniforms.to(self.dtype))

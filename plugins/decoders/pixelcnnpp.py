@@ -1,0 +1,182 @@
+"""PixelCNN++ decoder p(x|z) for 8-bit gray and RGB images (Salimans et al. 2017), conditioned on z.
+
+Architecture as in the authors' code (pixel_cnn_pp/model.py), with z added to the
+gate pre-activations of every gated resnet block through its own learned linear map
+(their ``h`` conditioning):
+
+- two streams: ``u`` sees the rows above (down-shifted 2x3 convolutions), ``ul`` the
+  rows above and the pixels to the left (down-right-shifted 2x2 convolutions); the
+  input carries an extra channel of ones so padding differs from black;
+- up pass: ``nr_resnet`` gated resnet blocks at each of three resolutions, joined by
+  stride-2 shifted convolutions; every block output is kept for the down pass;
+- down pass: ``nr_resnet`` blocks at the coarsest, ``nr_resnet + 1`` at the other two
+  resolutions (joined by stride-2 shifted transposed convolutions), each taking the
+  matching up-pass output through a 1x1 short-cut (``ul`` blocks also take ``u``);
+- gated resnet: x + a * sigmoid(b), [a, b] = conv(dropout(concat_elu(conv(concat_elu(x))
+  + nin(concat_elu(short-cut))))) + W z;
+- output: 1x1 convolution of elu(ul) to the mixture of ``nr_logistic_mix`` discretized
+  logistics (``infovae.functional.discretized_logistic_mixture_log_prob``), with the
+  R -> G -> B mean dependence for RGB.
+
+Not taken over: weight normalization with data-dependent initialization (plain
+convolutions; the second convolution of each block starts scaled by 0.1 as there).
+H and W must be divisible by 4 (two halvings).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infovae import CapabilityError, DataSpec, PluginOptionError
+from infovae.functional.logistic import (
+    discretized_logistic_mixture_log_prob,
+    logistic_mixture_params,
+    sample_discretized_logistic_mixture,
+)
+
+from .autoregressive import (
+    AutoregressiveDecoder,
+    ShiftedConv2d,
+    ShiftedDeconv2d,
+    concat_elu,
+    sigmoid_gate,
+    with_ones,
+)
+
+PRESETS = {
+    # (nr_resnet, nr_filters, nr_logistic_mix, dropout)
+    "small": (1, 32, 5, 0.0),  # CPU-friendly default
+    "paper": (5, 160, 10, 0.5),  # Salimans et al. 2017, CIFAR-10
+}
+
+
+class GatedResnet(nn.Module):
+    """PixelCNN++ gated resnet block on ``filters`` channels, conditioned on z; ``shortcuts`` extra inputs."""
+
+    def __init__(self, filters: int, latent_dim: int, mode: str, shortcuts: int, dropout: float):
+        super().__init__()
+        kernel = (2, 3) if mode == "down" else (2, 2)
+        self.conv1 = ShiftedConv2d(2 * filters, filters, kernel, mode=mode)
+        self.shortcut = nn.Conv2d(2 * filters * shortcuts, filters, 1) if shortcuts else None
+        self.conv2 = ShiftedConv2d(2 * filters, 2 * filters, kernel, mode=mode, init_scale=0.1)
+        self.cond = nn.Linear(latent_dim, 2 * filters)
+        nn.init.normal_(self.cond.weight, 0.0, 0.05)
+        nn.init.zeros_(self.cond.bias)
+        self.filters, self.dropout = filters, float(dropout)
+
+    def apply(self, ops, x, shortcuts, z: torch.Tensor, dropout: bool):
+        hz = self.cond(z)[:, :, None, None]
+        p = self.dropout if dropout else 0.0
+        shortcut = self.shortcut
+
+        def post1(c1: torch.Tensor, *a: torch.Tensor) -> torch.Tensor:
+            if a:
+                c1 = c1 + shortcut(concat_elu(torch.cat(a, dim=1) if len(a) > 1 else a[0]))
+            c1 = concat_elu(c1)
+            return F.dropout(c1, p, training=True) if p > 0 else c1
+
+        def post2(c2: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+            return skip + sigmoid_gate(c2 + hz)
+
+        h = ops.conv(self.conv1, x, pre=concat_elu, post=post1, extras=tuple(shortcuts), channels=2 * self.filters)
+        return ops.conv(self.conv2, h, post=post2, extras=(x,), channels=self.filters)
+
+
+class PixelCNNpp(AutoregressiveDecoder):
+    """PixelCNN++ p(x|z) for gray8 and rgb8 data (see the module docstring).
+
+    Options: ``preset`` "small" (1 block per resolution, 32 filters, 5 logistics, no
+    dropout) or "paper" (5, 160, 10, dropout 0.5); ``nr_resnet``, ``nr_filters``,
+    ``nr_logistic_mix``, ``dropout`` override the preset when given; ``fast`` picks
+    the cached sampler by default.
+    """
+
+    supports = ("gray8", "rgb8")
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        latent_dim: int,
+        preset: str = "small",
+        nr_resnet: Optional[int] = None,
+        nr_filters: Optional[int] = None,
+        nr_logistic_mix: Optional[int] = None,
+        dropout: Optional[float] = None,
+        fast: bool = True,
+    ):
+        super().__init__(spec, latent_dim, fast, "decoder 'pixelcnnpp'")
+        if preset not in PRESETS:
+            raise PluginOptionError(f"{self.who}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        base = PRESETS[preset]
+        given = (nr_resnet, nr_filters, nr_logistic_mix, dropout)
+        nr_resnet, nr_filters, nr_logistic_mix, dropout = (b if g is None else g for g, b in zip(given, base))
+        for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters), ("nr_logistic_mix", nr_logistic_mix)):
+            if int(value) < 1:
+                raise PluginOptionError(f"{self.who}: {name} must be >= 1, got {value}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise PluginOptionError(f"{self.who}: dropout must be in [0, 1), got {dropout}")
+        _, h, w = spec.shape
+        if h % 4 or w % 4:
+            raise CapabilityError(
+                f"{self.who} halves the image twice, so H and W must be divisible by 4; got {h}x{w}. "
+                "Pad or crop the images (e.g. 28x28 and 32x32 work)."
+            )
+        self.preset = preset
+        self.nr_resnet, self.nr_filters = int(nr_resnet), int(nr_filters)
+        self.nr_logistic_mix, self.dropout = int(nr_logistic_mix), float(dropout)
+        c, f, d, k = spec.channels, self.nr_filters, self.latent_dim, self.nr_logistic_mix
+        self.uniforms_per_pixel = 1 + c
+        self.u_in = ShiftedConv2d(c + 1, f, (2, 3), mode="down")
+        self.ul_in_v = ShiftedConv2d(c + 1, f, (1, 3), mode="down")
+        self.ul_in_h = ShiftedConv2d(c + 1, f, (2, 1), mode="down_right")
+
+        def blocks(n: int, mode: str, shortcuts: int) -> nn.ModuleList:
+            return nn.ModuleList(GatedResnet(f, d, mode, shortcuts, self.dropout) for _ in range(n))
+
+        n = self.nr_resnet
+        self.up_u = nn.ModuleList(blocks(n, "down", 0) for _ in range(3))
+        self.up_ul = nn.ModuleList(blocks(n, "down_right", 1) for _ in range(3))
+        self.down_u = nn.ModuleList(ShiftedConv2d(f, f, (2, 3), stride=2, mode="down") for _ in range(2))
+        self.down_ul = nn.ModuleList(ShiftedConv2d(f, f, (2, 2), stride=2, mode="down_right") for _ in range(2))
+        counts = (n, n + 1, n + 1)
+        self.dn_u = nn.ModuleList(blocks(m, "down", 1) for m in counts)
+        self.dn_ul = nn.ModuleList(blocks(m, "down_right", 2) for m in counts)
+        self.up_dec_u = nn.ModuleList(ShiftedDeconv2d(f, f, (2, 3), stride=2, mode="down") for _ in range(2))
+        self.up_dec_ul = nn.ModuleList(ShiftedDeconv2d(f, f, (2, 2), stride=2, mode="down_right") for _ in range(2))
+        self.out = nn.Conv2d(f, k * (10 if c == 3 else 3), 1)
+
+    def network(self, ops, x, z: torch.Tensor, dropout: bool):
+        c = self.spec.channels
+        xp = ops.pointwise(with_ones, x, channels=c + 1)
+        u = ops.shift(ops.conv(self.u_in, xp), down=1)
+        ul_above = ops.shift(ops.conv(self.ul_in_v, xp), down=1)
+        ul = ops.shift(ops.conv(self.ul_in_h, xp), right=1, post=torch.add, extras=(ul_above,))
+        us, uls = [u], [ul]
+        for level in range(3):  # up pass
+            if level:
+                us.append(ops.conv(self.down_u[level - 1], us[-1]))
+                uls.append(ops.conv(self.down_ul[level - 1], uls[-1]))
+            for bu, bul in zip(self.up_u[level], self.up_ul[level]):
+                us.append(bu.apply(ops, us[-1], (), z, dropout))
+                uls.append(bul.apply(ops, uls[-1], (us[-1],), z, dropout))
+        u, ul = us.pop(), uls.pop()
+        for level in range(3):  # down pass
+            if level:
+                u = ops.deconv(self.up_dec_u[level - 1], u)
+                ul = ops.deconv(self.up_dec_ul[level - 1], ul)
+            for bu, bul in zip(self.dn_u[level], self.dn_ul[level]):
+                u = bu.apply(ops, u, (us.pop(),), z, dropout)
+                ul = bul.apply(ops, ul, (u, uls.pop()), z, dropout)
+        assert not us and not uls
+        return ops.conv(self.out, ul, pre=F.elu)
+
+    def terms(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        lp, mu, ls, co = logistic_mixture_params(out, self.spec.channels, self.nr_logistic_mix)
+        return discretized_logistic_mixture_log_prob(x, lp, mu, ls, co, reduction="none")
+
+    def sample_pixel(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        lp, mu, ls, co = logistic_mixture_params(params[:, :, None, None], self.spec.channels, self.nr_logistic_mix)
+        return sample_discretized_logistic_mixture(lp, mu, ls, co, uniforms=uniforms[:, :, None, None])[:, :, 0, 0]

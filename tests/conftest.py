@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated registry into which tests register plugins in-process."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import infovae
+import importlib
+
+registry_module = importlib.import_module("infovae.registry")  # the attribute infovae.registry is the function
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(pytest.mark.skip(reason="needs CUDA; no GPU on this machine"))
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A fresh registry (built-ins and installed plugins) installed as ``infovae.registry()``.
+
+    Plugins a test registers with ``registry.register_plugin(obj, name=...)`` vanish after it.
+    """
+    reg = registry_module.Registry()
+    monkeypatch.setattr(registry_module, "_REGISTRY", reg)
+    return reg
+
+
+@pytest.fixture
+def empty_registry(monkeypatch):
+    """A registry with no plugins at all."""
+    reg = registry_module.Registry(entry_points=False)
+    monkeypatch.setattr(registry_module, "_REGISTRY", reg)
+    return reg
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (see shared/data/README.md)")
+    return SHARED_DATA
