@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "infovae.cli.commands.train:train",
     "sample": "infovae.cli.commands.sample:sample",
     "evaluate": "infovae.cli.commands.evaluate:evaluate",
+    "plot": "infovae.cli.commands.plot:plot",
     "two-sample": "infovae.cli.commands.two_sample:two_sample",
     "bench": "infovae.cli.commands.bench:bench",
 }

@@ -65,6 +65,9 @@ class TrainerConfig:
     sample_every: int = 0  # epochs between sample grids; 0: only at the end
     checkpoint_every: int = 0  # steps between checkpoints; 0: each epoch
     valid: bool = True  # validation pass each epoch
+    track: str = ""  # comma-separated metrics logged each epoch on the validation split (e.g. "mutual-information,nll")
+    track_examples: int = 500  # validation examples the tracked metrics use
+    track_nll_samples: int = 100  # importance samples K for a tracked "nll"
 
 
 @dataclass

@@ -115,6 +115,15 @@ class Trainer:
         self.steps_per_epoch = n // t.batch_size
         self.total_steps = t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
         self.step = 0
+        if t.track:
+            from .metrics import METRICS
+
+            unknown = [n for n in t.track.split(",") if n.strip() and n.strip() not in METRICS]
+            if unknown:
+                raise PluginOptionError(f"cannot track unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+            labelled = [n for n in t.track.split(",") if n.strip() in ("class-distribution", "semi-supervised")]
+            if labelled:
+                raise PluginOptionError(f"metric(s) {', '.join(labelled)} need labels and cannot be tracked during training; use 'infovae evaluate'")
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if t.amp == "bf16" else nullcontext()
         self._loss_fn = self._loss
         if t.compile:
@@ -230,6 +239,29 @@ class Trainer:
         return {f"valid/{k}": float(v) / n_total for k, v in sums.items()}
 
     @torch.no_grad()
+    def track(self) -> Dict[str, float]:
+        """The tracked metrics (the paper's Figure 1 curves) on a fixed validation subset."""
+        t = self.spec.trainer
+        names = [n.strip() for n in t.track.split(",") if n.strip()]
+        if not names:
+            return {}
+        from .metrics import evaluate_metrics
+
+        x = self.x_valid if self.x_valid is not None else self.x_train
+        x = x[: t.track_examples]
+        options = {"num_samples": t.track_nll_samples} if "nll" in names else {}
+        g = torch.Generator(device=self.device).manual_seed(t.seed + 2)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            results = evaluate_metrics(self.model, x, names, generator=g, batch_size=1024, **options)
+        self.model.train()
+        out = {}
+        for name, res in results.items():
+            out[f"track/{name}"] = float(res["value"])
+            if "log_M" in res:
+                out[f"track/{name}/log_M"] = float(res["log_M"])
+        return out
+
+    @torch.no_grad()
     def write_samples(self, name: str) -> Path:
         self.model.eval()
         g = torch.Generator(device=self.device).manual_seed(self.spec.trainer.seed + 1)
@@ -313,6 +345,7 @@ class Trainer:
                     last = rec
                     if end_of_epoch:
                         rec.update(self.validate())
+                        rec.update(self.track())
                     self._log(rec)
                     sums, window_steps, compute_time = {}, 0, 0.0
                     window_start = time.perf_counter()

@@ -15,6 +15,8 @@ from infovae import DIVERGENCE_PROPERTIES, Divergence
 from infovae.testing import CONTRACT_SETTINGS, DIVERGENCE_CHECKS, DivergenceContract, check_divergence
 from infovae.testing import strategies as S
 
+pytest_plugins = ["pytester"]
+
 ALL = frozenset(DIVERGENCE_PROPERTIES)
 # Broken divergences only need the failure found, not shrunk to a minimal example.
 FAST = settings(CONTRACT_SETTINGS, phases=[Phase.explicit, Phase.generate])

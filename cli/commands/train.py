@@ -87,7 +87,7 @@ def config_options(cfg: Dict[str, Any]) -> List[str]:
 
 CONFIG_KEYS = {
     "dataset", "encoder", "decoder", "divergence", "latent_dim", "batch_size", "epochs", "steps", "lr", "seed",
-    "device", "amp", "compile", "log_every", "sample_every", "checkpoint_every", "out", "options", "weight_decay",
+    "device", "amp", "compile", "log_every", "sample_every", "checkpoint_every", "out", "options", "weight_decay", "track",
 }
 
 
@@ -111,6 +111,7 @@ CONFIG_KEYS = {
 @click.option("--log-every", type=int, default=50, show_default=True, help="Steps between metric lines.")
 @click.option("--sample-every", type=int, default=0, show_default=True, help="Epochs between sample grids (0: at the end only).")
 @click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps between checkpoints (0: every epoch).")
+@click.option("--track", default="", help="Metrics logged each epoch on validation data, e.g. mutual-information,nll (the paper's Figure 1 curves).")
 @click.option("--out", "-O", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True, help="Run directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this directory (--steps/--epochs may extend it).")
@@ -119,7 +120,7 @@ CONFIG_KEYS = {
 @click.pass_context
 @friendly_errors
 def train(ctx, config_path, dataset, encoder, decoder, divergence, options, latent_dim, batch_size, epochs, steps, lr,
-          weight_decay, seed, device, amp, compile_, log_every, sample_every, checkpoint_every, out, overwrite, resume,
+          weight_decay, seed, device, amp, compile_, log_every, sample_every, checkpoint_every, track, out, overwrite, resume,
           as_json, quiet):
     """Train an InfoVAE composed of plugins and write a resumable run.
 
@@ -164,6 +165,7 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
     lr, weight_decay, seed, device, amp = pick("lr", lr), pick("weight_decay", weight_decay), pick("seed", seed), pick("device", device), pick("amp", amp)
     compile_ = cfg.get("compile", compile_) if ctx.get_parameter_source("compile_") == click.core.ParameterSource.DEFAULT else compile_
     log_every, sample_every, checkpoint_every = pick("log_every", log_every), pick("sample_every", sample_every), pick("checkpoint_every", checkpoint_every)
+    track = pick("track", track)
     if ctx.get_parameter_source("out") == click.core.ParameterSource.DEFAULT and "out" in cfg:
         out = Path(cfg["out"])
     div_items = list(divergence)
@@ -179,7 +181,7 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
     trainer_cfg = TrainerConfig(
         batch_size=int(batch_size), epochs=int(epochs), steps=None if steps is None else int(steps), lr=float(lr),
         weight_decay=float(weight_decay), seed=int(seed), device=str(device), amp=str(amp), compile=bool(compile_),
-        log_every=int(log_every), sample_every=int(sample_every), checkpoint_every=int(checkpoint_every),
+        log_every=int(log_every), sample_every=int(sample_every), checkpoint_every=int(checkpoint_every), track=str(track),
     )
     from infovae.api import start_training
     from infovae.build import make_run_spec

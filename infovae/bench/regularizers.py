@@ -104,10 +104,13 @@ def _fix_malloc() -> bool:
             import ctypes
 
             libc = ctypes.CDLL("libc.so.6")
-            _MALLOC_FIXED = bool(libc.mallopt(-3, 64 * 1024)) and bool(libc.mallopt(-1, 64 * 1024))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+            ok = bool(libc.mallopt(-3, 64 * 1024)) and bool(libc.mallopt(-1, 64 * 1024))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+            _MALLOC_FIXED = libc if ok else False
         except (OSError, AttributeError):
             _MALLOC_FIXED = False
-    return _MALLOC_FIXED
+    if _MALLOC_FIXED:
+        _MALLOC_FIXED.malloc_trim(0)  # hand back what earlier calls freed, so it cannot hide this call's peak
+    return bool(_MALLOC_FIXED)
 
 
 def peak_memory(fn: Callable[[], Any], device: torch.device) -> Optional[int]:

@@ -7,3 +7,4 @@ from .distances import pairwise_sq_dists
 from .mmd import mmd, resolve_bandwidth
 from .stein import stein_direction, svgd_median_bandwidth
 from .two_sample import PermutationTest, mmd_permutation_test
+from .logistic import discretized_logistic_mixture_log_prob, sample_discretized_logistic_mixture

@@ -8,6 +8,7 @@ disabled and TF32 / bf16 matmul shortcuts turned off for the duration.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -177,6 +178,11 @@ def median_sq_dist(z: torch.Tensor, max_points: int = 1024) -> float:
 # ---------------------------------------------------------------------------
 # canonical row order
 # ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _key_weights(d: int, device: torch.device) -> torch.Tensor:
+    return 1.0 + torch.arange(d, device=device, dtype=torch.float64) * ((math.sqrt(5.0) - 1.0) / 2.0)
+
+
 def canonical_order(z: torch.Tensor) -> torch.Tensor:
     """A permutation that puts the rows of z in an order depending only on the
     multiset of rows (lexicographic where a projection key ties), so that any
@@ -184,8 +190,9 @@ def canonical_order(z: torch.Tensor) -> torch.Tensor:
     the rows were ordered. (N,) int64 on z's device.
     """
     n, d = z.shape
-    weights = 1.0 + torch.arange(d, device=z.device, dtype=z.dtype) * (math.sqrt(5.0) - 1.0) / 2.0
-    key = (z * weights).sum(1)
+    # float64 key: distinct rows of float32 data almost never tie (a float32
+    # key would tie somewhere among a few thousand rows by the birthday bound).
+    key = torch.mv(z.double(), _key_weights(d, z.device))
     perm = torch.argsort(key, stable=True)
     sk = key[perm]
     if n > 1 and bool((sk[1:] == sk[:-1]).any()):
@@ -238,7 +245,7 @@ class KernelSpec:
 
 @dataclass
 class SweepResult:
-    sums: Optional[torch.Tensor] = None  # (G, G) float64: sums of k over ordered pairs of each group pair
+    total: Optional[torch.Tensor] = None  # 0-dim float64: sum_ij W[g(i), g(j)] K_ij
     grad: Optional[torch.Tensor] = None  # (N, d): gradient of sum_ij W_ij k(z_i, z_j)
     prod: Optional[torch.Tensor] = None  # (N, r): K @ rhs
 
@@ -357,7 +364,7 @@ def kernel_sweep(
     spec: KernelSpec,
     *,
     block: Optional[int] = None,
-    sums: bool = False,
+    sum_weights: Optional[Sequence[Sequence[float]]] = None,
     grad_weights: Optional[Sequence[Sequence[float]]] = None,
     rhs: Optional[torch.Tensor] = None,
     centred: bool = False,
@@ -367,7 +374,8 @@ def kernel_sweep(
 
     z is the pooled sample (N, d); rows are split into consecutive groups of
     ``group_sizes`` (e.g. [n, m] for x then y). Requested outputs:
-    - ``sums``: S[g, h] = sum over i in g, j in h of K_ij, float64 (G, G).
+    - ``sum_weights`` W (G x G, symmetric): sum_ij W[g(i), g(j)] K_ij, a
+      float64 0-dim tensor (float32 row sums of each tile, added in float64).
     - ``grad_weights`` W (G x G, symmetric): the gradient w.r.t. z of
       sum_ij W[g(i), g(j)] K_ij, shape (N, d), from the same tiles
       (d/dz_i = -4 sum_j W_ij e_ij (z_i - z_j) with e = -dk/dr).
@@ -393,18 +401,17 @@ def kernel_sweep(
         acc_g = torch.zeros_like(aug)
     acc_p = torch.zeros(n_total, rhs.shape[1], dtype=zc.dtype, device=zc.device) if rhs is not None else None
     tile_sums: List[torch.Tensor] = []
-    tile_index: List[int] = []
+    tile_coef: List[float] = []
 
     for a, (i0, i1, gi) in enumerate(tiles):
         for (j0, j1, gj) in tiles[a:]:
             k, e, efac = kern(i0, i1, j0, j1)
             off = j0 != i0
-            if sums:
-                tile_sums.append(k.sum(dtype=torch.float64))
-                tile_index.append(gi * n_groups + gj)
-                if off:
-                    tile_sums.append(tile_sums[-1])
-                    tile_index.append(gj * n_groups + gi)
+            if sum_weights is not None:
+                coef = sum_weights[gi][gj] + (sum_weights[gj][gi] if off else 0.0)
+                if coef != 0.0:
+                    tile_sums.append(k.sum(1))
+                    tile_coef.append(coef)
             if want_e:
                 w = float(grad_weights[gi][gj]) * efac
                 if w != 0.0:
@@ -417,10 +424,12 @@ def kernel_sweep(
                     acc_p[j0:j1].addmm_(k.T, rhs[i0:i1])
 
     out = SweepResult()
-    if sums:
-        s = torch.zeros(n_groups * n_groups, dtype=torch.float64, device=z.device)
-        s.index_add_(0, torch.tensor(tile_index, device=z.device), torch.stack(tile_sums))
-        out.sums = s.view(n_groups, n_groups)
+    if sum_weights is not None:
+        if tile_sums:
+            rows = torch.stack([t.double().sum() for t in tile_sums]) if len(tile_sums) > 1 else tile_sums[0].double().sum()[None]
+            out.total = (rows * torch.tensor(tile_coef, dtype=torch.float64, device=z.device)).sum()
+        else:
+            out.total = torch.zeros((), dtype=torch.float64, device=z.device)
     if want_e:
         out.grad = -4.0 * (zc * acc_g[:, d:] - acc_g[:, :d])
     out.prod = acc_p

@@ -155,11 +155,10 @@ class _MMDSquared(torch.autograd.Function):
         n, m = a.shape[0], b.shape[0]
         w, const = weights(n, m, estimator, spec.k0)
         res = kernel_sweep(
-            torch.cat([a, b]), (n, m), spec, block=block, sums=True,
+            torch.cat([a, b]), (n, m), spec, block=block, sum_weights=w,
             grad_weights=w if need_grad else None,
         )
-        w64 = torch.tensor(w, dtype=torch.float64, device=a.device)
-        value = (w64 * res.sums).sum() + const
+        value = res.total + const if const else res.total
         if estimator == "biased":
             # >= 0 exactly for a PD kernel; a negative value is rounding, and the
             # clamped function has zero gradient there.

@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the test
     ) from exc
 
 from . import strategies
-# DECODERS-PENDING from .decoders import DecoderContract, check_decoder
+from .decoders import DECODER_CHECKS, DecoderContract, check_decoder
 from .divergences import (
     ATOL,
     CONTRACT_SETTINGS,
@@ -51,6 +51,7 @@ __all__ = [
     "ContractSkip",
     "DivergenceContract",
     "check_divergence",
+    "DECODER_CHECKS",
     "DecoderContract",
     "check_decoder",
     "strategies",

@@ -347,7 +347,7 @@ def _check_deterministic(cfg: _Config) -> None:
                       f"global generator (or one you are given), never from an unseeded source")
     v3, *_ = _forward(cfg.make(11), loc, ls, seed=7)
     if not torch.equal(v1.detach(), v3.detach()):
-        _fail(cfg, c, f"two instances built and called under the same seeds gave {a!r} and {float(v3)!r}")
+        _fail(cfg, c, f"two instances built and called under the same seeds gave {a!r} and {float(v3.detach())!r}")
 
 
 def _check_autocast(cfg: _Config) -> None:
@@ -410,7 +410,7 @@ def _check_own_state(cfg: _Config) -> None:
         _fail(cfg, c, f"update() returned {type(logs).__name__}, expected a mapping of name -> float")
     for k, v in logs.items():
         try:
-            fv = float(v)
+            fv = float(v.detach() if isinstance(v, torch.Tensor) else v)
         except (TypeError, ValueError):
             _fail(cfg, c, f"update() log {k!r} = {v!r} is not a number")
         if not isinstance(k, str) or not math.isfinite(fv):
@@ -426,7 +426,7 @@ def _check_own_state(cfg: _Config) -> None:
     a, *_ = _forward(div, loc, ls, seed=4)
     b, *_ = _forward(fresh, loc, ls, seed=4)
     if not torch.equal(a.detach(), b.detach()):
-        _fail(cfg, c, f"a fresh instance loaded with state_dict() gives {float(b)!r}, the original {float(a)!r}: "
+        _fail(cfg, c, f"a fresh instance loaded with state_dict() gives {float(b.detach())!r}, the original {float(a.detach())!r}: "
                       f"all state that forward uses must be in state_dict (parameters or persistent buffers)")
     torch.manual_seed(5)
     div.update(z, prior, opt)

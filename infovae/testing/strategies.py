@@ -21,7 +21,7 @@ Size arguments take an int (fixed) or an inclusive ``(low, high)`` range.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -73,25 +73,32 @@ def _grid_array(n: int, d: int, k: int) -> st.SearchStrategy[torch.Tensor]:
     return ints.map(lambda a: torch.from_numpy(a.astype(np.float32) * np.float32(GRID)))
 
 
-@st.composite
-def sample_sets(draw, n: Size = (2, 16), d: Size = (1, 5), scale: float = 4.0) -> torch.Tensor:
+def sample_sets(n: Size = (2, 16), d: Size = (1, 5), scale: float = 4.0) -> st.SearchStrategy[torch.Tensor]:
     """(n, d) float32 on the 2**-8 grid with |values| <= scale."""
-    k = _check_scale(scale)
-    return draw(_grid_array(draw(sizes(n)), draw(sizes(d)), k))
+    k, ns, ds = _check_scale(scale), sizes(n), sizes(d)
+
+    @st.composite
+    def _draw(draw) -> torch.Tensor:
+        return draw(_grid_array(draw(ns), draw(ds), k))
+
+    return _draw()
 
 
-@st.composite
-def sample_pairs(draw, n: Size = (2, 16), m: Size = None, d: Size = (1, 5), scale: float = 4.0) -> Tuple[torch.Tensor, torch.Tensor]:
+def sample_pairs(n: Size = (2, 16), m: Optional[Size] = None, d: Size = (1, 5), scale: float = 4.0) -> st.SearchStrategy[Tuple[torch.Tensor, torch.Tensor]]:
     """(x, y): (n, d) and (m, d) on the grid; m defaults to the same range as n, drawn independently."""
-    k = _check_scale(scale)
-    dd = draw(sizes(d))
-    x = draw(_grid_array(draw(sizes(n)), dd, k))
-    y = draw(_grid_array(draw(sizes(n if m is None else m)), dd, k))
-    return x, y
+    k, ns, ms, ds = _check_scale(scale), sizes(n), sizes(n if m is None else m), sizes(d)
+
+    @st.composite
+    def _draw(draw) -> Tuple[torch.Tensor, torch.Tensor]:
+        dd = draw(ds)
+        return draw(_grid_array(draw(ns), dd, k)), draw(_grid_array(draw(ms), dd, k))
+
+    return _draw()
 
 
-@st.composite
-def distinct_pairs(draw, n: Size = (2, 16), m: Size = None, d: Size = (1, 5), scale: float = 4.0, gap: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor]:
+def distinct_pairs(
+    n: Size = (2, 16), m: Optional[Size] = None, d: Size = (1, 5), scale: float = 4.0, gap: float = 0.5
+) -> st.SearchStrategy[Tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) whose empirical distributions differ for sure.
 
     y[0] is moved beyond the bounding box of x by gap to 2 * gap in every
@@ -99,17 +106,21 @@ def distinct_pairs(draw, n: Size = (2, 16), m: Size = None, d: Size = (1, 5), sc
     alone do not make samples distinct: {a} and {a, a} are the same distribution.)
     Values stay within scale + 2 * gap.
     """
-    if not 0 < gap:
+    if not gap > 0:
         raise ValueError(f"gap must be > 0, got {gap!r}")
-    k = _check_scale(scale + 2 * gap)
-    x, y = draw(sample_pairs(n=n, m=m, d=d, scale=scale))
-    dd = x.shape[1]
-    lo, hi = int(gap / GRID), int(2 * gap / GRID)
-    steps = draw(hnp.arrays(np.int64, (dd,), elements=st.integers(max(lo, 1), max(hi, 1))))
-    y = y.clone()
-    y[0] = x.max(0).values + torch.from_numpy(steps.astype(np.float32) * np.float32(GRID))
-    assert float(y.abs().max()) <= k * GRID
-    return x, y
+    _check_scale(scale + 2 * gap)
+    pairs = sample_pairs(n=n, m=m, d=d, scale=scale)
+    lo, hi = max(int(gap / GRID), 1), max(int(2 * gap / GRID), 1)
+
+    @st.composite
+    def _draw(draw) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, y = draw(pairs)
+        steps = draw(hnp.arrays(np.int64, (x.shape[1],), elements=st.integers(lo, hi)))
+        y = y.clone()
+        y[0] = x.max(0).values + torch.from_numpy(steps.astype(np.float32) * np.float32(GRID))
+        return x, y
+
+    return _draw()
 
 
 def permutations(n: int) -> st.SearchStrategy[torch.Tensor]:
@@ -132,17 +143,24 @@ def shifts(d: int, magnitudes: Sequence[float] = TRANSLATIONS) -> st.SearchStrat
     return _shift()
 
 
-@st.composite
 def posteriors(
-    draw,
     n: Size = (2, 16),
     d: Size = (1, 5),
     loc_bound: float = 3.0,
     log_scale_range: Tuple[float, float] = (-2.0, 1.0),
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> st.SearchStrategy[Tuple[torch.Tensor, torch.Tensor]]:
     """(loc, log_scale), both (n, d) float32: parameters of q(z|x) for ``infovae.diagonal_gaussian``."""
-    nn_, dd = draw(sizes(n)), draw(sizes(d))
-    loc = draw(hnp.arrays(np.float32, (nn_, dd), elements=st.floats(-loc_bound, loc_bound, width=32)))
+    ns, ds = sizes(n), sizes(d)
     lo, hi = log_scale_range
-    log_scale = draw(hnp.arrays(np.float32, (nn_, dd), elements=st.floats(lo, hi, width=32)))
-    return torch.from_numpy(loc.copy()), torch.from_numpy(log_scale.copy())
+    if not (loc_bound > 0 and lo <= hi):
+        raise ValueError(f"need loc_bound > 0 and log_scale_range low <= high, got {loc_bound!r}, {log_scale_range!r}")
+    locs, scales = st.floats(-loc_bound, loc_bound, width=32), st.floats(lo, hi, width=32)
+
+    @st.composite
+    def _draw(draw) -> Tuple[torch.Tensor, torch.Tensor]:
+        nn_, dd = draw(ns), draw(ds)
+        loc = draw(hnp.arrays(np.float32, (nn_, dd), elements=locs))
+        log_scale = draw(hnp.arrays(np.float32, (nn_, dd), elements=scales))
+        return torch.from_numpy(loc.copy()), torch.from_numpy(log_scale.copy())
+
+    return _draw()

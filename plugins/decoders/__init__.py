@@ -27,3 +27,29 @@ def register_decoders(register):
         ],
         supports=("binary",),
     )
+    register(
+        "pixelcnn",
+        "infovae.plugins.decoders.pixelcnn:PixelCNN",
+        summary="Gated PixelCNN p(x|z) (van den Oord et al. 2016), z in every gate; Bernoulli or 256-way output.",
+        options=[
+            Option("layers", int, 5, "gated layers (vertical + horizontal stack)", minimum=1),
+            Option("channels", int, 32, "channels of each stack", minimum=1),
+            Option("kernel_size", int, 3, "odd kernel size k: k x k receptive step per layer", minimum=3),
+            Option("fast", bool, True, "sample with the cached fast sampler (false: naive loop, one pass per pixel)"),
+        ],
+        supports=("binary", "gray8"),
+    )
+    register(
+        "pixelcnnpp",
+        "infovae.plugins.decoders.pixelcnnpp:PixelCNNpp",
+        summary="PixelCNN++ p(x|z) (Salimans et al. 2017), z in every gated resnet block; logistic-mixture output.",
+        options=[
+            Option("preset", str, "small", "base configuration: small = (1, 32, 5, dropout 0); paper = (5, 160, 10, dropout 0.5)", choices=("small", "paper")),
+            Option("nr_resnet", int, None, "gated resnet blocks per resolution (default: from preset)", minimum=1),
+            Option("nr_filters", int, None, "channels of both streams (default: from preset)", minimum=1),
+            Option("nr_logistic_mix", int, None, "logistic components per pixel (default: from preset)", minimum=1),
+            Option("dropout", float, None, "dropout in every block while training (default: from preset)", minimum=0.0, maximum=0.95),
+            Option("fast", bool, True, "sample with the cached fast sampler (false: naive loop, one pass per pixel)"),
+        ],
+        supports=("gray8", "rgb8"),
+    )

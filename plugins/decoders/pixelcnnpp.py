@@ -39,6 +39,7 @@ from infovae.functional.logistic import (
 
 from .autoregressive import (
     AutoregressiveDecoder,
+    Nin,
     ShiftedConv2d,
     ShiftedDeconv2d,
     concat_elu,
@@ -60,7 +61,7 @@ class GatedResnet(nn.Module):
         super().__init__()
         kernel = (2, 3) if mode == "down" else (2, 2)
         self.conv1 = ShiftedConv2d(2 * filters, filters, kernel, mode=mode)
-        self.shortcut = nn.Conv2d(2 * filters * shortcuts, filters, 1) if shortcuts else None
+        self.shortcut = Nin(2 * filters * shortcuts, filters) if shortcuts else None
         self.conv2 = ShiftedConv2d(2 * filters, 2 * filters, kernel, mode=mode, init_scale=0.1)
         self.cond = nn.Linear(latent_dim, 2 * filters)
         nn.init.normal_(self.cond.weight, 0.0, 0.05)
@@ -146,7 +147,7 @@ class PixelCNNpp(AutoregressiveDecoder):
         self.dn_ul = nn.ModuleList(blocks(m, "down_right", 2) for m in counts)
         self.up_dec_u = nn.ModuleList(ShiftedDeconv2d(f, f, (2, 3), stride=2, mode="down") for _ in range(2))
         self.up_dec_ul = nn.ModuleList(ShiftedDeconv2d(f, f, (2, 2), stride=2, mode="down_right") for _ in range(2))
-        self.out = nn.Conv2d(f, k * (10 if c == 3 else 3), 1)
+        self.out = Nin(f, k * (10 if c == 3 else 3))
 
     def network(self, ops, x, z: torch.Tensor, dropout: bool):
         c = self.spec.channels

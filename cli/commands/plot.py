@@ -1,0 +1,88 @@
+"""``infovae plot``: the paper's Figure 1 for a run (samples and training curves)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import echo_json, friendly_errors
+
+
+def _series(records, prefix):
+    keys = sorted({k for r in records for k in r if k.startswith(prefix) and "/" not in k[len(prefix):]})
+    out = {}
+    for k in keys:
+        pts = [(r["epoch"], r[k]) for r in records if k in r and isinstance(r[k], (int, float))]
+        if pts:
+            out[k[len(prefix):]] = ([p[0] for p in pts], [p[1] for p in pts])
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "-O", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG to write (default RUN/figure.png).")
+@click.option("--samples/--no-samples", default=True, show_default=True, help="Include ancestral and Markov-chain sample grids (needs the model).")
+@click.option("--n", "n", type=click.IntRange(1), default=64, show_default=True, help="Samples per grid.")
+@click.option("--chain-steps", type=click.IntRange(1), default=10, show_default=True, help="Markov-chain transitions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def plot(run, out, samples, n, chain_steps, seed, device, as_json):
+    """Draw a run's Figure 1: ancestral and Markov-chain samples, loss terms,
+    mutual information and NLL per epoch (train with --track mutual-information,nll).
+
+    \b
+    Examples:
+      infovae plot runs/default
+      infovae plot runs/mmd --out mmd.png --no-samples
+    """
+    from infovae.plotting import hstack, line_chart, titled, vstack
+    from infovae.runs import load_spec, read_metrics
+
+    spec = load_spec(run)
+    records = [r for r in read_metrics(run) if "epoch" in r]
+    if not records:
+        raise click.ClickException(f"{run} has no metrics yet; train it first")
+    charts = [line_chart(_series(records, "train/"), "training loss terms (nats)", xlabel="epoch")]
+    valid = _series(records, "valid/")
+    if valid:
+        charts.append(line_chart(valid, "validation loss terms (nats)", xlabel="epoch"))
+    mi = _series(records, "track/")
+    if "mutual-information" in mi:
+        log_m = next((r["track/mutual-information/log_M"] for r in reversed(records) if "track/mutual-information/log_M" in r), None)
+        charts.append(line_chart({"I_q(x;z)": mi["mutual-information"]}, "mutual information (nats)", xlabel="epoch",
+                                 hlines={"log M": log_m} if log_m is not None else None))
+    if "nll" in mi:
+        charts.append(line_chart({"NLL": mi["nll"]}, "validation NLL (nats, importance sampled)", xlabel="epoch"))
+    panels = [vstack(charts)]
+    if samples:
+        import torch
+
+        import infovae
+        from infovae.api import load_run
+        from infovae.images import grid_array
+        from PIL import Image
+
+        reg = infovae.registry()
+        _, model, _ = load_run(run, device=device, reg=reg)
+        g = torch.Generator(device=model.device).manual_seed(seed)
+        anc = reg.create("samplers", "ancestral")(model, n, generator=g)
+        mc = reg.create("samplers", "markov-chain", {"steps": chain_steps, "start": "noise"})(model, n, generator=g)
+        for title, x in (("ancestral samples", anc), (f"Markov chain, {chain_steps} steps from noise", mc)):
+            arr = grid_array(infovae.from_model(x, spec.data).cpu(), nrow=8)
+            img = Image.fromarray(arr).resize((arr.shape[1] * 2, arr.shape[0] * 2), Image.NEAREST) if arr.shape[0] < 200 else Image.fromarray(arr)
+            panels.insert(-1, titled(img, title))
+    fig = hstack(panels)
+    out = out or Path(run) / "figure.png"
+    import io
+
+    from infovae.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.save(buf, format="PNG")
+    atomic_write_bytes(out, buf.getvalue())
+    if as_json:
+        echo_json({"out": str(out), "size": list(fig.size)})
+    else:
+        click.echo(f"wrote {out} ({fig.size[0]}x{fig.size[1]})")
