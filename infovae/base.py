@@ -83,8 +83,10 @@ def diagonal_gaussian(loc: torch.Tensor, log_scale: torch.Tensor) -> Independent
     """q(z|x) = N(loc, diag(exp(log_scale))^2) with batch shape (B,), event shape (D,).
 
     log_scale is clamped to [-10, 5] so an untrained encoder cannot produce
-    zero or overflowing scales.
+    zero or overflowing scales. The parameters are cast to float32 so that under
+    bf16 autocast the codes and every divergence stay in float32.
     """
+    loc, log_scale = loc.float(), log_scale.float()
     return Independent(Normal(loc, torch.exp(log_scale.clamp(-10.0, 5.0))), 1)
 
 

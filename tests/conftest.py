@@ -15,7 +15,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def pytest_configure(config):
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # The suite's tensors are tiny: two threads spinning against each other cost more than they gain.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("INFOVAE_TEST_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config, items):

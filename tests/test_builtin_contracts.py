@@ -1,17 +1,18 @@
-"""Every built-in divergence passes the plugin-author contract kit (``infovae.testing``).
+"""Every built-in divergence and decoder passes the plugin-author contract kit (``infovae.testing``).
 
 The test classes are generated from the registry, so a new built-in is covered
 without touching this file: one class per built-in divergence with its default
 options, plus one per non-default value of each option that declares
 ``choices`` (e.g. mmd's kernel and estimator), since properties may depend on
-options (an unbiased MMD does not claim non-negativity).
+options (an unbiased MMD does not claim non-negativity). Decoders run with
+their default options on a small shape of each data kind they support.
 """
 from __future__ import annotations
 
 import re
 
 import infovae
-from infovae.testing import DivergenceContract
+from infovae.testing import DecoderContract, DivergenceContract
 
 EXPECTED_BUILTINS = {"kl", "mmd", "stein", "adversarial"}
 
@@ -39,6 +40,15 @@ for _name, _options in VARIANTS:
     _cls = type(_class_name(_name, _options), (DivergenceContract,), {"factory": _name, "options": _options, "__module__": __name__})
     globals()[_cls.__name__] = _cls
 del _name, _options, _cls
+
+
+BUILTIN_DECODERS = [i.name for i in infovae.registry().plugins("decoders") if i.source.builtin]
+
+for _name in BUILTIN_DECODERS:
+    _cls = type(_class_name(_name, {}).replace("TestContract_", "TestDecoderContract_"), (DecoderContract,),
+                {"factory": _name, "__module__": __name__})
+    globals()[_cls.__name__] = _cls
+del _name, _cls
 
 
 def test_expected_builtins_are_registered_and_covered():

@@ -9,10 +9,19 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import Phase, given, settings
 
-from infovae import DIVERGENCE_PROPERTIES, Divergence
-from infovae.testing import CONTRACT_SETTINGS, DIVERGENCE_CHECKS, DivergenceContract, check_divergence
+from infovae import DIVERGENCE_PROPERTIES, CapabilityError, DataSpec, Decoder, Divergence, check_reduction
+from infovae.testing import (
+    CONTRACT_SETTINGS,
+    DECODER_CHECKS,
+    DIVERGENCE_CHECKS,
+    DecoderContract,
+    DivergenceContract,
+    check_decoder,
+    check_divergence,
+)
 from infovae.testing import strategies as S
 
 pytest_plugins = ["pytester"]
@@ -369,3 +378,112 @@ def test_pytest_collects_subclasses_not_the_base(pytester):
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     # 14 checks: own_state, two_sample... pass or skip; 4 unclaimed properties skip
     result.assert_outcomes(passed=9, skipped=5)
+
+
+# -- the decoder kit ------------------------------------------------------------------------------
+class TinyBernoulli(Decoder):
+    """A correct factorized Bernoulli decoder with a linear map from z to logits."""
+
+    supports = ("binary",)
+
+    def __init__(self, spec, latent_dim):
+        super().__init__()
+        if spec.kind not in self.supports:
+            raise CapabilityError(f"TinyBernoulli models binary data only, got {spec.kind}")
+        self.spec, self.latent_dim = spec, latent_dim
+        self.net = torch.nn.Linear(latent_dim, spec.num_dims)
+
+    def logits(self, z):
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must be (B, {self.latent_dim}), got {tuple(z.shape)}")
+        return self.net(z).view(z.shape[0], *self.spec.shape)
+
+    def log_prob(self, x, z, reduction="sum"):
+        check_reduction(reduction)
+        if tuple(x.shape) != (z.shape[0], *self.spec.shape):
+            raise ValueError(f"x must be ({z.shape[0]}, {self.spec.shape}), got {tuple(x.shape)}")
+        terms = -F.binary_cross_entropy_with_logits(self.logits(z), x, reduction="none")
+        return terms if reduction == "none" else terms.flatten(1).sum(1)
+
+    def sample(self, z, generator=None):
+        return torch.bernoulli(torch.sigmoid(self.logits(z)), generator=generator)
+
+
+SPECS = (DataSpec("binary", (1, 3, 4)),)
+
+
+class MeanNotSum(TinyBernoulli):
+    def log_prob(self, x, z, reduction="sum"):
+        terms = super().log_prob(x, z, "none")
+        return terms if reduction == "none" else terms.flatten(1).mean(1)
+
+
+class Unnormalized(TinyBernoulli):
+    def log_prob(self, x, z, reduction="sum"):
+        check_reduction(reduction)
+        super().log_prob(x, z, "none")  # shape checks
+        terms = x * F.logsigmoid(self.logits(z))  # forgets the (1 - x) log(1 - p) term
+        return terms if reduction == "none" else terms.flatten(1).sum(1)
+
+
+class GlobalRNG(TinyBernoulli):
+    def sample(self, z, generator=None):
+        return torch.bernoulli(torch.sigmoid(self.logits(z)))
+
+
+class MeansNotSamples(TinyBernoulli):
+    def sample(self, z, generator=None):
+        return torch.sigmoid(self.logits(z))
+
+
+class BatchCoupled(TinyBernoulli):
+    def logits(self, z):
+        out = super().logits(z)
+        return out - out.mean(0, keepdim=True)  # batch statistics leak into each example
+
+
+class IgnoresCode(TinyBernoulli):
+    def logits(self, z):
+        return super().logits(torch.zeros_like(z))
+
+
+class Broadcasts(TinyBernoulli):
+    def log_prob(self, x, z, reduction="sum"):
+        check_reduction(reduction)
+        terms = -F.binary_cross_entropy_with_logits(self.logits(z), x.expand(z.shape[0], *self.spec.shape), reduction="none")
+        return terms if reduction == "none" else terms.flatten(1).sum(1)
+
+
+class BuildsForAnything(TinyBernoulli):
+    def __init__(self, spec, latent_dim):
+        Decoder.__init__(self)
+        self.spec, self.latent_dim = spec, latent_dim
+        self.net = torch.nn.Linear(latent_dim, spec.num_dims)
+
+
+def test_check_decoder_passes_a_correct_decoder():
+    report = check_decoder(TinyBernoulli, specs=SPECS)
+    assert report == {c: "passed" for c in DECODER_CHECKS}
+
+
+class TestTinyBernoulliThroughTheBaseClass(DecoderContract):
+    factory = TinyBernoulli
+    specs = SPECS
+
+
+@pytest.mark.parametrize(
+    "decoder,check,message",
+    [
+        (MeanNotSum, "log_prob", "sum to"),
+        (Unnormalized, "normalization", "not 1"),
+        (GlobalRNG, "sample", "global RNG"),
+        (MeansNotSamples, "sample", "grid"),
+        (BatchCoupled, "batch_independence", "rest of the batch"),
+        (IgnoresCode, "gradients", "ignores its code"),
+        (Broadcasts, "bad_input", "raise ValueError"),
+        (BuildsForAnything, "metadata", "without an error"),
+    ],
+)
+def test_each_decoder_check_catches_its_bug(decoder, check, message):
+    with pytest.raises(AssertionError, match=f"(?s)'{check}'.*{message}"):
+        check_decoder(decoder, specs=SPECS, checks=[check])

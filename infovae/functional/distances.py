@@ -426,8 +426,8 @@ def kernel_sweep(
     out = SweepResult()
     if sum_weights is not None:
         if tile_sums:
-            rows = torch.stack([t.double().sum() for t in tile_sums]) if len(tile_sums) > 1 else tile_sums[0].double().sum()[None]
-            out.total = (rows * torch.tensor(tile_coef, dtype=torch.float64, device=z.device)).sum()
+            per_tile = torch.stack([t.double().sum() for t in tile_sums])
+            out.total = torch.dot(per_tile, torch.tensor(tile_coef, dtype=torch.float64, device=z.device))
         else:
             out.total = torch.zeros((), dtype=torch.float64, device=z.device)
     if want_e:

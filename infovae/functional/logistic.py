@@ -10,9 +10,10 @@ Shapes: B batch, K mixture components, C channels (1 or 3), H x W pixels.
 - logit_probs (B, K, H, W) unnormalized mixture weights (one mixture per pixel,
               shared by its channels).
 - means       (B, K, C, H, W) component means in model units.
-- log_scales  (B, K, C, H, W) log of the logistic scales; clamped below at
-              ``MIN_LOG_SCALE`` (-7, as in PixelCNN++: a scale of 9e-4 is already
-              far narrower than a bin of width 2/255 = 7.8e-3).
+- log_scales  (B, K, C, H, W) log of the logistic scales; clamped to
+              [``MIN_LOG_SCALE``, ``MAX_LOG_SCALE``] = [-7, 30] (the lower bound as in
+              PixelCNN++: a scale of 9e-4 is already far narrower than a bin of width
+              2/255 = 7.8e-3; the upper one, a scale of 1e13, only keeps float32 finite).
 - coeffs      (B, K, 3, H, W) for C == 3, unconstrained; c = tanh(coeffs) gives the
               PixelCNN++ channel dependence inside every component:
               mean_G += c0 * x_R;  mean_B += c1 * x_R + c2 * x_G.
@@ -28,13 +29,13 @@ in float32 at least (float64 stays float64), also under autocast.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "MAX_LOG_SCALE",
     "MIN_LOG_SCALE",
     "discretized_logistic_mixture_log_prob",
     "logistic_mixture_params",
@@ -42,11 +43,8 @@ __all__ = [
 ]
 
 MIN_LOG_SCALE = -7.0
+MAX_LOG_SCALE = 30.0  # a scale of 1e13 (the data span 2): keeps (2/255) / scale a normal float32
 _HALF_BIN = 1.0 / 255.0
-_LOG_BIN = math.log(2.0 / 255.0)
-# Below this value of d = (2/255) / scale, log(expm1(d)) is taken as log(d) + d / 2
-# (relative error d^2 / 24 < 1e-13); above it -expm1(-d) is accurate in float32.
-_SMALL_D = 1e-6
 
 
 def _compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
@@ -86,24 +84,19 @@ def _dependent_means(means: torch.Tensor, coeffs: Optional[torch.Tensor], x: tor
     )
 
 
-def _log_expm1(d: torch.Tensor, log_d: torch.Tensor) -> torch.Tensor:
-    """log(exp(d) - 1) for d > 0, finite even when d underflows to 0 (then log_d carries it)."""
-    small = d < _SMALL_D
-    d_safe = torch.where(small, torch.ones_like(d), d)  # keeps the unused branch's gradient finite
-    return torch.where(small, log_d + 0.5 * d, d_safe + torch.log(-torch.expm1(-d_safe)))
-
-
 def _log_bin_probs(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
-    """log P(bin of x) under Logistic(means, exp(log_scales)); all (B, K, C, H, W) after broadcasting."""
+    """log P(bin of x) under Logistic(means, exp(log_scales)), log_scales already clamped; (B, K, C, H, W)."""
     inv_s = torch.exp(-log_scales)
     centered = x - means
     plus = inv_s * (centered + _HALF_BIN)  # standardized upper bin edge
     minus = inv_s * (centered - _HALF_BIN)  # standardized lower bin edge
-    log_low_edge = F.logsigmoid(plus)  # v = 0: P(y < x + 1/255)
-    log_high_edge = -F.softplus(minus)  # v = 255: P(y > x - 1/255)
-    d = (2.0 * _HALF_BIN) * inv_s  # plus - minus, without cancellation
-    log_mid = F.logsigmoid(minus) + _log_expm1(d, _LOG_BIN - log_scales) - F.softplus(plus)
-    return torch.where(x < -0.999, log_low_edge, torch.where(x > 0.999, log_high_edge, log_mid))
+    log_cdf_plus = F.logsigmoid(plus)  # v = 0 takes P(y < x + 1/255)
+    log_high_edge = -F.softplus(minus)  # v = 255 takes P(y > x - 1/255)
+    # log(sigmoid(plus) - sigmoid(minus)) = log sigmoid(minus) + log expm1(plus - minus) - softplus(plus),
+    # with plus - minus = (2/255) / scale in closed form (>= 7e-16 for log-scales <= MAX_LOG_SCALE) and
+    # softplus(plus) = plus - log sigmoid(plus)
+    log_mid = F.logsigmoid(minus) + torch.log(torch.expm1((2.0 * _HALF_BIN) * inv_s)) + (log_cdf_plus - plus)
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_high_edge, log_mid))
 
 
 def discretized_logistic_mixture_log_prob(
@@ -127,7 +120,7 @@ def discretized_logistic_mixture_log_prob(
     dtype = _compute_dtype(x, logit_probs, means, log_scales, coeffs)
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.to(dtype)
-        log_scales = log_scales.to(dtype).clamp(min=MIN_LOG_SCALE)
+        log_scales = log_scales.to(dtype).clamp(MIN_LOG_SCALE, MAX_LOG_SCALE)
         means = _dependent_means(means.to(dtype), None if coeffs is None else coeffs.to(dtype), x)
         log_comp = _log_bin_probs(x[:, None], means, log_scales)  # (B, K, C, H, W)
         log_mix = torch.log_softmax(logit_probs.to(dtype), dim=1)  # (B, K, H, W)
@@ -195,7 +188,7 @@ def sample_discretized_logistic_mixture(
             return t.to(dtype).gather(1, comp[:, :, None].expand(b, 1, t.shape[2], h, w)).squeeze(1)
 
         mu = pick(means)
-        scale = torch.exp(pick(log_scales).clamp(min=MIN_LOG_SCALE))
+        scale = torch.exp(pick(log_scales).clamp(MIN_LOG_SCALE, MAX_LOG_SCALE))
         co = torch.tanh(pick(coeffs)) if coeffs is not None else None
         noise = torch.logit(u[:, 1:])  # (B, C, H, W); -inf for u == 0 lands in the edge bin
         xs = []

@@ -29,21 +29,27 @@ def svgd_median_bandwidth(z: torch.Tensor) -> float:
     """sigma with sigma^2 = median(r) / (2 log(n + 1)), as the SVGD reference code.
 
     r are the squared distances over the full n x n matrix (its zero diagonal
-    included) and the median of an even count is the mean of the two middle
-    values (numpy's). For n > 2048 the median is taken over 2048 evenly
-    strided rows. When that median is 0 (more than half of the pairs
-    coincide) the median of the positive distances is used; sigma = 1 when all
-    rows coincide. No gradient.
+    and both triangles included) and the median of an even count is the mean
+    of the two middle values (numpy's). For n > 2048 the median is taken over
+    2048 evenly strided rows. When that median is 0 (more than half of the
+    entries coincide) the median of the positive distances is used; sigma = 1
+    when all rows coincide. No gradient.
     """
     n = z.shape[0]
     with torch.no_grad():
         sub = z
         if n > _MEDIAN_MAX_POINTS:
             sub = z[torch.linspace(0, n - 1, _MEDIAN_MAX_POINTS, device=z.device).round().long()]
-        r = pairwise_sq_dists(sub).reshape(-1)
-        med = float(torch.quantile(r.double(), 0.5, interpolation="midpoint"))
+        k = sub.shape[0]
+        iu = torch.triu_indices(k, k, offset=1, device=z.device)
+        pairs = pairwise_sq_dists(sub)[iu[0], iu[1]]
+        # The full matrix sorted: k zeros (the diagonal), then every pair value twice.
+        total = k * k
+        ranks = (total // 2,) if total % 2 else (total // 2 - 1, total // 2)
+        vals = [0.0 if r < k else float(torch.kthvalue(pairs, (r - k) // 2 + 1).values) for r in ranks]
+        med = sum(vals) / len(vals)
         if med <= 0.0:
-            pos = r[r > 0]
+            pos = pairs[pairs > 0]
             if pos.numel() == 0:
                 return 1.0
             med = float(torch.quantile(pos.double(), 0.5, interpolation="midpoint"))
