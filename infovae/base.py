@@ -83,10 +83,14 @@ def diagonal_gaussian(loc: torch.Tensor, log_scale: torch.Tensor) -> Independent
     """q(z|x) = N(loc, diag(exp(log_scale))^2) with batch shape (B,), event shape (D,).
 
     log_scale is clamped to [-10, 5] so an untrained encoder cannot produce
-    zero or overflowing scales. The parameters are cast to float32 so that under
-    bf16 autocast the codes and every divergence stay in float32.
+    zero or overflowing scales. Half-precision parameters (bf16 autocast) are
+    cast to float32 so the codes and every divergence stay in float32; float64
+    stays float64.
     """
-    loc, log_scale = loc.float(), log_scale.float()
+    if loc.dtype in (torch.float16, torch.bfloat16):
+        loc = loc.float()
+    if log_scale.dtype in (torch.float16, torch.bfloat16):
+        log_scale = log_scale.float()
     return Independent(Normal(loc, torch.exp(log_scale.clamp(-10.0, 5.0))), 1)
 
 

@@ -320,6 +320,21 @@ def test_pairwise_sq_dists_accuracy_and_exact_zeros():
     assert (d >= 0).all()
 
 
+def test_pairwise_sq_dists_relative_accuracy_on_clustered_data():
+    """Clusters far from the shared mean with near-duplicates at every scale: the
+    expanded form alone would be off by 100% on the close pairs."""
+    g = torch.Generator().manual_seed(14)
+    centres = torch.randn(5, 8, generator=g) * 100
+    x = centres[torch.randint(0, 5, (200,), generator=g)] + torch.randn(200, 8, generator=g) * torch.logspace(-3, 1, 200)[:, None]
+    y = torch.cat([x[:50] + 1e-3 * torch.randn(50, 8, generator=g), x[50:60]])
+    for a, b in ((x, y), (x, x)):
+        d = pairwise_sq_dists(a, b).double()
+        ref = ((a.double()[:, None] - b.double()[None]) ** 2).sum(-1)
+        pos = ref > 0
+        assert ((d - ref).abs()[pos] / ref[pos]).max() < 5e-4
+        assert torch.equal(d[~pos], torch.zeros_like(d[~pos]))
+
+
 def test_pairwise_sq_dists_gradient_finite_and_correct():
     g = torch.Generator().manual_seed(12)
     x = torch.randn(6, 3, generator=g, dtype=torch.float64)

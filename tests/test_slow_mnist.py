@@ -20,7 +20,7 @@ def test_training_lowers_test_nll_on_binarized_mnist(registry, shared_data, tmp_
     assert json.loads(res.stdout)["status"] == "complete"
 
     def nll():
-        res = CliRunner().invoke(cli, ["evaluate", str(run), "--metrics", "nll,mutual-information", "-o", "num_samples=50",
+        res = CliRunner().invoke(cli, ["evaluate", str(run), "--metrics", "nll", "-o", "num_samples=50",
                                        "--limit", "1000", "--json", "--no-save"], catch_exceptions=False)
         return json.loads(res.stdout)["metrics"]
 
@@ -31,4 +31,3 @@ def test_training_lowers_test_nll_on_binarized_mnist(registry, shared_data, tmp_
     # far beyond the importance-sampling standard errors (about 1 nat here).
     drop = before["nll"]["value"] - after["nll"]["value"]
     assert drop > 100 + 3 * (before["nll"]["std_err"] + after["nll"]["std_err"])
-    assert after["mutual-information"]["value"] > 1.0  # MMD keeps the codes informative

@@ -43,7 +43,7 @@ def test_same_seed_same_weights_other_seed_differs(registry, tmp_path):
     assert any(not torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
 
 
-@pytest.mark.parametrize("divergence", ["kl", "mmd"])
+@pytest.mark.parametrize("divergence", ["kl", "mmd", "stein", "adversarial"])
 def test_resume_is_bitwise_identical_to_uninterrupted(registry, tmp_path, divergence):
     if divergence not in registry.names("divergences"):
         pytest.skip(f"{divergence} not installed")

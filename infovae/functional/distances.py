@@ -18,6 +18,8 @@ import torch
 __all__ = ["pairwise_sq_dists"]
 
 _LOG2E = 1.0 / math.log(2.0)
+# pairwise_sq_dists recomputes entries below this fraction of ||a||^2 + ||b||^2 directly.
+_RECOMPUTE_BELOW = 2.0**-10
 # Rows per tile of the kernel matrix. CPU: a 1024 x 1024 float32 tile (4 MiB)
 # stays in cache between the Gram product, the exp and the two products of the
 # backward; CUDA: large enough to fill the device.
@@ -114,11 +116,13 @@ def pairwise_sq_dists(x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torc
     """||x_i - y_j||^2 as an (n, m) tensor; y defaults to x.
 
     Numerically safe in float32: both sets are centred on their shared mean
-    before the expanded form ||a||^2 + ||b||^2 - 2 a.b, the result is clamped
-    at 0, matmuls run without TF32, and entries below the expanded form's
-    rounding level (8 eps (||a||^2 + ||b||^2)) are recomputed directly as
-    sum_k (a_k - b_k)^2, so identical rows give exactly 0 and near-identical
-    ones their correct small value. Differentiable; the gradient is finite
+    before the expanded form ||a||^2 + ||b||^2 - 2 a.b (whose absolute error
+    is a few eps (||a||^2 + ||b||^2)), matmuls run without TF32, the result is
+    clamped at 0, and the entries where that error could exceed a few 1e-4
+    relative (those below 2^-10 (||a||^2 + ||b||^2)) are recomputed directly
+    as sum_k (a_k - b_k)^2 from the inputs: every entry is within a few 1e-4
+    relative of the exact value, identical rows give exactly 0 and
+    near-identical ones their correct small value. Differentiable; the gradient is finite
     (zero) at zero distance. bf16 / fp16 inputs give float32.
     """
     same = y is None or y is x
@@ -135,17 +139,19 @@ def pairwise_sq_dists(x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torc
         sy = sx if same else yc.pow(2).sum(1)
         scale = sx[:, None] + sy[None, :]
         d2 = torch.addmm(scale, xc, yc.T, beta=1.0, alpha=-2.0).clamp_min(0.0)
-        tol = scale.detach() * (8.0 * torch.finfo(dtype).eps)
+        tol = scale.detach() * _RECOMPUTE_BELOW
         ii, jj = torch.nonzero(d2.detach() <= tol, as_tuple=True)
         if ii.numel():
-            d2 = d2.index_put((ii, jj), _direct_sq_dists(xc, yc, ii, jj))
+            # Differences of the inputs themselves: for near pairs they are exact
+            # (Sterbenz), whereas the centred copies carry the centring's rounding.
+            d2 = d2.index_put((ii, jj), _direct_sq_dists(xf, yf, ii, jj))
     return d2
 
 
-def _direct_sq_dists(xc, yc, ii, jj, chunk: int = 1 << 18) -> torch.Tensor:
-    """sum_k (xc[ii] - yc[jj])^2, in chunks of pairs to bound memory."""
+def _direct_sq_dists(x, y, ii, jj, chunk: int = 1 << 18) -> torch.Tensor:
+    """sum_k (x[ii] - y[jj])^2, in chunks of pairs to bound memory."""
     parts = [
-        (xc[ii[s : s + chunk]] - yc[jj[s : s + chunk]]).pow(2).sum(1)
+        (x[ii[s : s + chunk]] - y[jj[s : s + chunk]]).pow(2).sum(1)
         for s in range(0, ii.numel(), chunk)
     ]
     return torch.cat(parts)

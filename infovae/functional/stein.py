@@ -84,7 +84,15 @@ def stein_direction(
         sf = score.detach().to(dtype)
         scales: Tuple[float, ...] = (svgd_median_bandwidth(zf),) if bw == "median" else bw
         spec = KernelSpec("rbf", scales)
-        # One sweep gives K @ score and, with unit weights, the gradient of
-        # sum_ij k(z_i, z_j), which is -2 sum_j grad_{z_j} k(z_j, z_i) summed over kernels.
-        res = kernel_sweep(zf, (n,), spec, block=block_size, grad_weights=((1.0,),), rhs=sf)
+        zc = zf - zf.mean(0)  # the kernel and the repulsion depend on differences only
+        if len(scales) == 1:
+            # sum_j k_ij [s_j + (z_i - z_j) / sigma^2] = (K [s - z / sigma^2])_i + z_i (K 1)_i / sigma^2:
+            # one product with a (d + 1)-column matrix per tile.
+            inv = 1.0 / (scales[0] * scales[0])
+            rhs = torch.cat([sf - zc * inv, torch.ones_like(zc[:, :1])], 1)
+            prod = kernel_sweep(zc, (n,), spec, block=block_size, rhs=rhs, centred=True).prod
+            return (prod[:, :-1] + zc * (prod[:, -1:] * inv)) / n
+        # A sum of kernels: one sweep gives K @ score and, with unit weights, the gradient
+        # of sum_ij k(z_i, z_j), which is -2 sum_j grad_{z_j} k(z_j, z_i).
+        res = kernel_sweep(zc, (n,), spec, block=block_size, grad_weights=((1.0,),), rhs=sf, centred=True)
         return (res.prod - 0.5 * res.grad) / n

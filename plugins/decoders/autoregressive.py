@@ -229,20 +229,25 @@ class AutoregressiveDecoder(Decoder):
         return terms if reduction == "none" else terms.flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, fast: Optional[bool] = None) -> torch.Tensor:
+    def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, fast: Optional[bool] = None,
+               rows: Optional[int] = None) -> torch.Tensor:
         """x ~ p(x|z): (B, C, H, W) model values on the data grid, in the decoder's dtype.
 
         ``generator`` must live on z's device. fast=True: the cached sampler (one new
         position per layer and step); fast=False: the naive loop (one full network
         pass per pixel). Both give the same samples for the same generator state, up
         to floating-point differences between whole-image and windowed kernels (see
-        ``fast_sampling``). Dropout is never applied while sampling.
+        ``fast_sampling``). Dropout is never applied while sampling. ``rows`` (benchmarks):
+        draw only the first rows, leaving the rest 0; the uniforms are drawn for the whole
+        image either way, so those rows equal the ones of a complete draw.
         """
         from .fast_sampling import sample_fast, sample_naive
 
         self._check_z(z)
+        if rows is not None and not 0 <= rows <= self.spec.shape[1]:
+            raise ValueError(f"rows must be in [0, {self.spec.shape[1]}], got {rows}")
         z = z.to(self.dtype)
         c, h, w = self.spec.shape
         uniforms = torch.rand((z.shape[0], self.uniforms_per_pixel, h, w), generator=generator, device=z.device)
         use_fast = self.fast if fast is None else bool(fast)
-        return (sample_fast if use_fast else sample_naive)(self, z, uniforms.to(self.dtype))
+        return (sample_fast if use_fast else sample_naive)(self, z, uniforms.to(self.dtype), rows)

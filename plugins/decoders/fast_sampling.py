@@ -252,11 +252,14 @@ def schedule(sig: Tuple[tuple, ...], output: int) -> Schedule:
 # the two samplers
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def sample_naive(decoder, z: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """One full network pass per pixel. z (B, D); uniforms (B, U, H, W) -> x (B, C, H, W)."""
+def sample_naive(decoder, z: torch.Tensor, uniforms: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
+    """One full network pass per pixel. z (B, D); uniforms (B, U, H, W) -> x (B, C, H, W).
+
+    ``rows``: stop after that many rows (the rest stays 0); for benchmarks.
+    """
     c, h, w = decoder.spec.shape
     x = torch.zeros((z.shape[0], c, h, w), dtype=z.dtype, device=z.device)
-    for r in range(h):
+    for r in range(h if rows is None else rows):
         for col in range(w):
             out = decoder.network(TorchOps, x, z, False)
             x[:, :, r, col] = decoder.sample_pixel(out[:, :, r, col].contiguous(), uniforms[:, :, r, col].contiguous())
@@ -327,13 +330,13 @@ def _step_function(index: int, node: Node, rect, bufs, margins) -> Callable[[], 
 
 
 @torch.no_grad()
-def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor], torch.Tensor], rows: Optional[int] = None) -> torch.Tensor:
     """The cached evaluation loop: each layer computes each position once.
 
     At step r * W + c the layers compute what became available, then
     ``pixel(r, c, params)`` receives the network output at (r, c) as a contiguous
     (B, P) tensor and returns the (B, C) values of that pixel, which enter the caches.
-    Returns the canvas (B, C, H, W).
+    Returns the canvas (B, C, H, W); with ``rows`` it stops after that many rows.
     """
     c, h, w = decoder.spec.shape
     nodes, output = record(decoder, z)
@@ -343,7 +346,8 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
     for node, (mt, mb, ml, mr), live in zip(nodes, plan.margins, plan.live):
         hh, ww = node.size
         bufs.append(z.new_zeros((b, node.channels, hh + mt + mb, ww + ml + mr)) if live else None)
-    steps = [[_step_function(i, nodes[i], rect, bufs, plan.margins) for i, *rect in entries] for entries in plan.steps]
+    todo_steps = plan.steps if rows is None else plan.steps[: rows * w]
+    steps = [[_step_function(i, nodes[i], rect, bufs, plan.margins) for i, *rect in entries] for entries in todo_steps]
     mt, _, ml, _ = plan.margins[0]
     ot, _, ol, _ = plan.margins[output]
     canvas, params = bufs[0], bufs[output]
@@ -355,9 +359,9 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
     return canvas[:, :, mt : mt + h, ml : ml + w].clone()
 
 
-def sample_fast(decoder, z: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+def sample_fast(decoder, z: torch.Tensor, uniforms: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
     """The cached sampler. Same arguments and result as ``sample_naive``."""
-    return run_fast(decoder, z, lambda r, c, params: decoder.sample_pixel(params, uniforms[:, :, r, c].contiguous()))
+    return run_fast(decoder, z, lambda r, c, params: decoder.sample_pixel(params, uniforms[:, :, r, c].contiguous()), rows)
 
 
 def fast_outputs(decoder, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,8 @@ class GatedResnet(nn.Module):
         nn.init.zeros_(self.cond.bias)
         self.filters, self.dropout = filters, float(dropout)
 
-    def apply(self, ops, x, shortcuts, z: torch.Tensor, dropout: bool):
+    def connect(self, ops, x, shortcuts, z: torch.Tensor, dropout: bool):
+        """Add the block to the network being built by ``ops``: x plus the gated residual."""
         hz = self.cond(z)[:, :, None, None]
         p = self.dropout if dropout else 0.0
         shortcut = self.shortcut
@@ -161,16 +162,16 @@ class PixelCNNpp(AutoregressiveDecoder):
                 us.append(ops.conv(self.down_u[level - 1], us[-1]))
                 uls.append(ops.conv(self.down_ul[level - 1], uls[-1]))
             for bu, bul in zip(self.up_u[level], self.up_ul[level]):
-                us.append(bu.apply(ops, us[-1], (), z, dropout))
-                uls.append(bul.apply(ops, uls[-1], (us[-1],), z, dropout))
+                us.append(bu.connect(ops, us[-1], (), z, dropout))
+                uls.append(bul.connect(ops, uls[-1], (us[-1],), z, dropout))
         u, ul = us.pop(), uls.pop()
         for level in range(3):  # down pass
             if level:
                 u = ops.deconv(self.up_dec_u[level - 1], u)
                 ul = ops.deconv(self.up_dec_ul[level - 1], ul)
             for bu, bul in zip(self.dn_u[level], self.dn_ul[level]):
-                u = bu.apply(ops, u, (us.pop(),), z, dropout)
-                ul = bul.apply(ops, ul, (u, uls.pop()), z, dropout)
+                u = bu.connect(ops, u, (us.pop(),), z, dropout)
+                ul = bul.connect(ops, ul, (u, uls.pop()), z, dropout)
         assert not us and not uls
         return ops.conv(self.out, ul, pre=F.elu)
 

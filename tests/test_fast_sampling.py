@@ -1,0 +1,200 @@
+"""The fast cached sampler (plugins/decoders/fast_sampling.py) against the naive loop and the full network."""
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import infovae
+from infovae import DataSpec
+from infovae.plugins.decoders import fast_sampling
+from infovae.plugins.decoders.autoregressive import AutoregressiveDecoder, ShiftedConv2d, with_ones
+from infovae.plugins.decoders.fast_sampling import availability, fast_outputs, record, schedule
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def build(name, spec, latent_dim=3, dtype=torch.float64, seed=0, **options):
+    torch.manual_seed(seed)
+    return infovae.registry().create("decoders", name, options, spec, latent_dim).to(dtype).eval()
+
+
+def random_images(spec, n, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    if spec.kind == "binary":
+        return torch.randint(0, 2, (n, *spec.shape), generator=g).to(dtype)
+    return torch.randint(0, 256, (n, *spec.shape), generator=g).to(dtype) / 127.5 - 1
+
+
+CASES = [
+    ("pixelcnn", DataSpec("binary", (1, 7, 9)), {"layers": 3, "channels": 4}),
+    ("pixelcnn", DataSpec("gray8", (1, 6, 5)), {"layers": 2, "channels": 4, "kernel_size": 5}),
+    ("pixelcnnpp", DataSpec("gray8", (1, 28, 28)), {"nr_filters": 4}),  # 28 -> 14 -> 7: odd coarsest size
+    ("pixelcnnpp", DataSpec("rgb8", (3, 8, 12)), {"nr_filters": 4, "nr_resnet": 2}),
+]
+
+
+@pytest.mark.parametrize("name,spec,options", CASES)
+def test_teacher_forced_fast_loop_reproduces_the_network(name, spec, options):
+    """Feeding a fixed image through the caches gives the full network's outputs at every position."""
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        dec = build(name, spec, dtype=dtype, **options)
+        x, z = random_images(spec, 2, dtype=dtype), torch.randn(2, 3, dtype=dtype)
+        with torch.no_grad():
+            full = dec(x, z)
+        torch.testing.assert_close(fast_outputs(dec, x, z), full, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name,spec,options", [CASES[0], CASES[1], CASES[3]])
+def test_fast_samples_equal_naive_samples_bitwise(name, spec, options):
+    dec = build(name, spec, **options)
+    z = torch.randn(3, 3, dtype=torch.float64)
+    naive = dec.sample(z, generator=torch.Generator().manual_seed(11), fast=False)
+    fast = dec.sample(z, generator=torch.Generator().manual_seed(11), fast=True)
+    assert torch.equal(naive, fast)
+
+
+def test_both_samplers_consume_the_same_randomness():
+    spec = DataSpec("rgb8", (3, 4, 4))
+    dec = build("pixelcnnpp", spec)
+    z = torch.randn(2, 3, dtype=torch.float64)
+    states = []
+    for fast in (False, True):
+        g = torch.Generator().manual_seed(0)
+        dec.sample(z, generator=g, fast=fast)
+        states.append(g.get_state())
+    g = torch.Generator().manual_seed(0)
+    torch.rand(2, 4, 4, 4, generator=g)  # all uniforms at once: (B, 1 + C, H, W)
+    assert torch.equal(states[0], states[1]) and torch.equal(states[0], g.get_state())
+
+
+def test_partial_draws_are_prefixes_of_full_draws():
+    spec = DataSpec("gray8", (1, 8, 8))
+    dec = build("pixelcnnpp", spec)
+    z = torch.randn(2, 3, dtype=torch.float64)
+    full = dec.sample(z, generator=torch.Generator().manual_seed(1))
+    for fast in (True, False):
+        part = dec.sample(z, generator=torch.Generator().manual_seed(1), fast=fast, rows=3)
+        assert torch.equal(part[:, :, :3], full[:, :, :3]) and (part[:, :, 3:] == 0).all()
+    with pytest.raises(ValueError, match="rows"):
+        dec.sample(z, rows=9)
+
+
+@pytest.mark.parametrize("name,spec,options", [CASES[1], ("pixelcnnpp", DataSpec("rgb8", (3, 8, 8)), {"nr_filters": 4})])
+def test_availability_is_the_exact_dependency(name, spec, options):
+    """The step at which the fast loop computes the output of pixel i is 1 + the last pixel it depends on
+    (gradients, float64): never too early (that would read pixels not drawn yet), never later than needed."""
+    dec = build(name, spec, **options)
+    _, h, w = spec.shape
+    z = torch.randn(1, 3, dtype=torch.float64)
+    nodes, out = record(dec, z)
+    avail = torch.from_numpy(availability(tuple(n.signature() for n in nodes), h, w)[out]).flatten()
+    last = torch.zeros(h * w, dtype=torch.long)
+    for seed in range(2):
+        x = random_images(spec, 1, seed=seed).requires_grad_()
+        y = dec(x, z)[0].flatten(1)
+        for i in range(h * w):
+            (g,) = torch.autograd.grad(y[:, i].sum(), x, retain_graph=True)
+            seen = torch.nonzero(g[0].abs().sum(0).flatten()).flatten()
+            last[i] = max(int(last[i]), int(seen.max()) + 1 if len(seen) else 0)
+    assert torch.equal(avail, last)
+    assert (avail <= torch.arange(h * w)).all()
+
+
+def test_schedule_computes_every_needed_position_once():
+    spec = DataSpec("rgb8", (3, 8, 12))
+    dec = build("pixelcnnpp", spec, nr_filters=4)
+    nodes, out = record(dec, torch.zeros(1, 3, dtype=torch.float64))
+    sig = tuple(n.signature() for n in nodes)
+    plan = schedule(sig, out)
+    maps = availability(sig, 8, 12)
+    counts = [torch.zeros(n.size, dtype=torch.long) for n in nodes]
+    for step, entries in enumerate(plan.steps):
+        for i, r0, r1, c0, c1 in entries:
+            assert (torch.from_numpy(maps[i][r0:r1, c0:c1]) == step).all()
+            counts[i][r0:r1, c0:c1] += 1
+    for i, node in enumerate(nodes[1:], start=1):
+        needed = torch.from_numpy(maps[i] < 96)
+        expect = needed.long() if plan.live[i] else torch.zeros_like(needed, dtype=torch.long)
+        assert torch.equal(counts[i], expect), f"node {i} ({node.kind})"
+
+
+class _Cheater(AutoregressiveDecoder):
+    """A 'decoder' whose network looks at the current pixel: the fast sampler must refuse it."""
+
+    supports = ("binary",)
+
+    def __init__(self, spec, latent_dim):
+        super().__init__(spec, latent_dim, True, "cheater")
+        self.conv = ShiftedConv2d(2, 1, (2, 2), mode="down_right")
+
+    def network(self, ops, x, z, dropout):
+        return ops.conv(self.conv, ops.pointwise(with_ones, x, channels=2))  # no shift: sees pixel i
+
+    def sample_pixel(self, params, uniforms):
+        return (torch.logit(uniforms) < params).to(params.dtype)
+
+
+def test_a_non_causal_network_is_refused():
+    dec = _Cheater(DataSpec("binary", (1, 4, 4)), 2)
+    with pytest.raises(RuntimeError, match="not autoregressive"):
+        dec.sample(torch.zeros(1, 2), fast=True)
+
+
+def test_fast_option_and_keyword_pick_the_sampler(monkeypatch):
+    spec = DataSpec("binary", (1, 3, 3))
+    used = []
+    monkeypatch.setattr(fast_sampling, "sample_fast", lambda *a: used.append("fast") or torch.zeros(1))
+    monkeypatch.setattr(fast_sampling, "sample_naive", lambda *a: used.append("naive") or torch.zeros(1))
+    z = torch.zeros(1, 3, dtype=torch.float64)
+    build("pixelcnn", spec, layers=1, channels=2).sample(z)
+    build("pixelcnn", spec, layers=1, channels=2, fast=False).sample(z)
+    build("pixelcnn", spec, layers=1, channels=2, fast=False).sample(z, fast=True)
+    build("pixelcnnpp", DataSpec("gray8", (1, 4, 4))).sample(z, fast=False)
+    assert used == ["fast", "naive", "fast", "naive"]
+
+
+def test_ancestral_sampler_fast_option_gives_the_same_samples():
+    spec = DataSpec("binary", (1, 5, 5))
+    reg = infovae.registry()
+    torch.manual_seed(0)
+    encoder = reg.create("encoders", "mlp", {}, spec, 3)
+    model = infovae.InfoVAE(spec, 3, encoder, build("pixelcnn", spec, layers=2, channels=4)).double().eval()
+    draws = []
+    for fast in ("yes", "no"):
+        sampler = reg.create("samplers", "ancestral", {"fast": fast})
+        draws.append(sampler(model, 4, generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(draws[0], draws[1])
+
+
+def test_float32_fast_and_naive_agree():
+    """float32: the parameters agree to rounding (checked by teacher forcing above); the draws then agree
+    except where a uniform falls within rounding distance of a decision boundary, which is rare."""
+    spec = DataSpec("rgb8", (3, 8, 8))
+    dec = build("pixelcnnpp", spec, dtype=torch.float32, nr_filters=8)
+    report = fast_sampling.compare_samplers(dec, torch.randn(4, 3))
+    assert report["subpixels_equal"] > 0.9
+
+
+def test_bench_cli_runs_a_tiny_configuration(tmp_path):
+    from infovae.cli.commands.bench_decoders import decoders
+
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(decoders, ["--sizes", "8", "--modes", "eager,bf16", "--steps", "1", "--warmup", "0",
+                                        "--batch-size", "2", "--sample-batch", "2", "--naive-rows", "2", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    import json
+
+    result = json.loads(out.read_text())
+    assert {r["mode"] for r in result["training"]} == {"eager", "bf16"}
+    assert all(r["status"] == "ok" for r in result["training"])
+    assert [r["decoder"] for r in result["sampling"]] == ["pixelcnn", "pixelcnnpp"]
+    assert all(r["naive_extrapolated_from_rows"] == 2 and r["speedup"] > 0 for r in result["sampling"])
+    bad = CliRunner().invoke(decoders, ["--decoders", "wavenet"])
+    assert bad.exit_code != 0 and "unknown decoder" in bad.output
