@@ -6,7 +6,6 @@ Start-up is torch-free: commands import torch inside their bodies, so
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
@@ -60,12 +59,8 @@ def cli():
 
 
 def main(argv=None):
-    """Console-script entry point: infovae errors become one clear line, exit code 2."""
-    try:
-        return cli.main(args=argv, prog_name="infovae", standalone_mode=True)
-    except infovae.InfovaeError as exc:  # pragma: no cover - standalone_mode handles ClickException
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="infovae")
 
 
 if __name__ == "__main__":  # pragma: no cover

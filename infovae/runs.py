@@ -63,7 +63,8 @@ class TrainerConfig:
     compile: bool = False
     log_every: int = 50  # steps between metric lines
     sample_every: int = 0  # epochs between sample grids; 0: only at the end
-    checkpoint_every: int = 0  # steps between checkpoints; 0: each epoch
+    checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of an epoch once checkpoint_seconds have passed
+    checkpoint_seconds: float = 60.0
     valid: bool = True  # validation pass each epoch
     track: str = ""  # comma-separated metrics logged each epoch on the validation split (e.g. "mutual-information,nll")
     track_examples: int = 500  # validation examples the tracked metrics use

@@ -100,7 +100,7 @@ class Trainer:
         model, objective = build_model(self.spec, self.registry)
         self.model = model.to(self.device)
         self.objective = objective.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, foreach=True)
         # Divergences with their own state (e.g. a discriminator) bring their own optimizer.
         self.div_optimizers: Dict[str, torch.optim.Optimizer] = {}
         for name, div in self.objective.divergences.items():
@@ -278,7 +278,7 @@ class Trainer:
         B = t.batch_size
         spe = self.steps_per_epoch
         log_every = max(1, t.log_every)
-        ckpt_every = t.checkpoint_every if t.checkpoint_every > 0 else spe
+        last_ckpt = time.perf_counter()
         self.model.train()
         self.objective.train()
         if self._is_writer():
@@ -356,8 +356,13 @@ class Trainer:
                 if self.interrupt.requested:
                     status = "interrupted"
                     break
-                if self.step % ckpt_every == 0 and self.step < self.total_steps:
+                if t.checkpoint_every > 0:
+                    due = self.step % t.checkpoint_every == 0
+                else:
+                    due = end_of_epoch and time.perf_counter() - last_ckpt >= t.checkpoint_seconds
+                if due and self.step < self.total_steps:
                     self.save_checkpoint()
+                    last_ckpt = time.perf_counter()
         if status == "complete":
             self.write_samples("final")
         self.save_checkpoint(status=status)

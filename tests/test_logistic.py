@@ -11,7 +11,7 @@ from scipy.stats import chi2
 
 from infovae.functional import discretized_logistic_mixture_log_prob as dlm_log_prob
 from infovae.functional import sample_discretized_logistic_mixture as dlm_sample
-from infovae.functional.logistic import MIN_LOG_SCALE, logistic_mixture_params
+from infovae.functional.logistic import MAX_LOG_SCALE, MIN_LOG_SCALE, logistic_mixture_params
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0
 
@@ -173,12 +173,15 @@ def test_no_nan_or_inf_at_extreme_parameters(dtype):
         assert torch.isfinite(t.grad).all()
 
 
-def test_log_scales_are_clamped_at_min_log_scale():
+def test_log_scales_are_clamped():
     x = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
     lp = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
     mu = torch.zeros(1, 1, 1, 1, 1, dtype=torch.float64)
     at_min = dlm_log_prob(x, lp, mu, torch.full_like(mu, MIN_LOG_SCALE))
     assert torch.equal(dlm_log_prob(x, lp, mu, torch.full_like(mu, -50.0)), at_min)
+    at_max = dlm_log_prob(x, lp, mu, torch.full_like(mu, MAX_LOG_SCALE))
+    assert torch.equal(dlm_log_prob(x, lp, mu, torch.full_like(mu, 1e4)), at_max)
+    assert torch.isfinite(at_max) and at_max < -30
 
 
 def test_bf16_autocast_computes_in_float32():

@@ -32,9 +32,12 @@ def _int_list(ctx, param, value):
 @click.option("--naive-cap", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
               help="GiB: skip the naive broadcast baseline where it would need more.")
 @click.option("--no-geomloss", is_flag=True, help="Do not run geomloss even when it is installed.")
+@click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurements.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads for the whole run (default: torch's choice).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the results to this JSON file ('-' for stdout instead of the table).")
-def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, json_path):
+def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, no_memory, threads, json_path):
     """Time forward+backward of MMD (rbf, imq) and the Stein direction.
 
     Each entry runs ours, the naive n x m x d broadcast baseline and (rbf MMD,
@@ -47,16 +50,21 @@ def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, 
     \b
     Examples:
       infovae bench regularizers --sizes 256,1024 --dims 8,32
+      infovae bench regularizers --threads 1        # a fair share of a busy machine
       infovae bench regularizers --sizes 4096 --dims 32 --methods mmd-rbf --json bench.json
       infovae bench regularizers --device cuda --json bench.json
     """
+    import torch
+
     from infovae.bench.regularizers import run, table
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     try:
         result = run(
             device=device, sizes=sizes, dims=dims, repeats=repeats, methods=chosen,
-            naive_cap_bytes=int(naive_cap * 2**30), use_geomloss=not no_geomloss,
+            naive_cap_bytes=int(naive_cap * 2**30), use_geomloss=not no_geomloss, measure_memory=not no_memory,
             progress=None if json_path == "-" else (lambda msg: click.echo(f"  {msg}", err=True)),
         )
     except ValueError as exc:

@@ -10,7 +10,7 @@ from infovae import InfovaeError
 
 
 def friendly_errors(fn):
-    """Turn infovae's own errors into click errors: one line, exit code 2, no traceback."""
+    """Turn infovae's own errors into click errors: one line on stderr, exit code 1, no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

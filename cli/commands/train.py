@@ -110,7 +110,7 @@ CONFIG_KEYS = {
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True, help="torch.compile the loss.")
 @click.option("--log-every", type=int, default=50, show_default=True, help="Steps between metric lines.")
 @click.option("--sample-every", type=int, default=0, show_default=True, help="Epochs between sample grids (0: at the end only).")
-@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps between checkpoints (0: every epoch).")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps between checkpoints (0: at an epoch end once a minute has passed; Ctrl-C and the end always checkpoint).")
 @click.option("--track", default="", help="Metrics logged each epoch on validation data, e.g. mutual-information,nll (the paper's Figure 1 curves).")
 @click.option("--out", "-O", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True, help="Run directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
@@ -230,7 +230,8 @@ def _run(trainer, as_json: bool, quiet: bool):
             err.print(f"epoch {rec['step'] // spe:>4}  step {rec['step']:>6}  {_describe(rec)}", highlight=False)
 
     trainer.on_log = on_log
-    err.print(f"[dim]run {trainer.run_dir}: {trainer.total_steps} steps on {trainer.device}, starting at step {trainer.step}[/dim]") if not quiet else None
+    if not quiet:
+        err.print(f"[dim]run {trainer.run_dir}: {trainer.total_steps} steps on {trainer.device}, starting at step {trainer.step}[/dim]")
     if interactive:
         with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"), console=err) as prog:
             task = prog.add_task("", total=trainer.total_steps, completed=trainer.step)

@@ -264,8 +264,13 @@ def run(
     naive_cap_bytes: int = NAIVE_CAP_BYTES,
     use_geomloss: bool = True,
     progress: Optional[Callable[[str], None]] = None,
+    measure_memory: bool = True,
 ) -> Dict[str, Any]:
-    """Run the grid; returns a JSON-ready dict (``rows``: one entry per method, n, d)."""
+    """Run the grid; returns a JSON-ready dict (``rows``: one entry per method, n, d).
+
+    measure_memory=False leaves the *_peak_bytes entries None (and glibc's
+    allocation policy untouched, see ``peak_memory``).
+    """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but CUDA is not available on this machine")
@@ -281,7 +286,7 @@ def run(
 
     rates_by_d = {}
     rows: List[Dict[str, Any]] = []
-    measure_memory = []  # (row, key, step): memory is measured after every timing (see peak_memory)
+    memory_jobs = []  # (row, key, step): memory is measured after every timing (see peak_memory)
     gen = torch.Generator(device="cpu").manual_seed(0)
     for d in dims:
         block = min(default_block(dev), 2 * max(sizes))
@@ -303,7 +308,8 @@ def run(
                         geo = _mmd_step(kernel, bw, x, y, SamplesLoss("gaussian", blur=bw, backend="tensorized"))
                 row: Dict[str, Any] = {"method": method, "n": n, "m": None if method == "stein" else n, "d": d, "bandwidth": bw}
                 row["ours_s"] = time_call(ours, dev, repeats)
-                measure_memory.append((row, "ours_peak_bytes", ours))
+                row["ours_peak_bytes"] = None
+                memory_jobs.append((row, "ours_peak_bytes", ours))
                 row["floor_s"] = floor_seconds(method, n, d, rates_by_d[d])
                 pooled = n if method == "stein" else 2 * n
                 row["kernel_evals_per_s"] = pooled * pooled / row["ours_s"]
@@ -314,7 +320,7 @@ def run(
                     row["naive_note"] = f"skipped: needs ~{need / 2**30:.1f} GiB > cap {naive_cap_bytes / 2**30:.1f} GiB"
                 else:
                     row["naive_s"] = time_call(naive, dev, repeats)
-                    measure_memory.append((row, "naive_peak_bytes", naive))
+                    memory_jobs.append((row, "naive_peak_bytes", naive))
                 row["geomloss_s"] = row["geomloss_peak_bytes"] = None
                 if geo is None:
                     row["geomloss_note"] = "geomloss not installed" if (method == "mmd-rbf" and use_geomloss) else "n/a"
@@ -322,16 +328,17 @@ def run(
                     row["geomloss_note"] = None
                     try:
                         row["geomloss_s"] = time_call(geo, dev, repeats)
-                        measure_memory.append((row, "geomloss_peak_bytes", geo))
+                        memory_jobs.append((row, "geomloss_peak_bytes", geo))
                     except RuntimeError as exc:  # out of memory at the largest sizes
                         row["geomloss_note"] = f"failed: {str(exc).splitlines()[0][:80]}"
                 row["naive_over_ours"] = None if row["naive_s"] is None else row["naive_s"] / row["ours_s"]
                 row["geomloss_over_ours"] = None if row["geomloss_s"] is None else row["geomloss_s"] / row["ours_s"]
                 row["ours_over_floor"] = row["ours_s"] / row["floor_s"]
                 rows.append(row)
-    say("peak memory")
-    for row, key, step in measure_memory:
-        row[key] = peak_memory(step, dev)
+    if measure_memory:
+        say("peak memory")
+        for row, key, step in memory_jobs:
+            row[key] = peak_memory(step, dev)
     return {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),

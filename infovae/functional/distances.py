@@ -11,7 +11,7 @@ import contextlib
 import functools
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,8 +22,10 @@ _LOG2E = 1.0 / math.log(2.0)
 _RECOMPUTE_BELOW = 2.0**-10
 # Rows per tile of the kernel matrix. CPU: a 1024 x 1024 float32 tile (4 MiB)
 # stays in cache between the Gram product, the exp and the two products of the
-# backward; CUDA: large enough to fill the device.
-_DEFAULT_BLOCK = {"cpu": 1024, "cuda": 8192}
+# gradient (measured best among 256..2048 on 2 cores); CUDA: 16.7M entries per
+# tile to fill the device, 64 MiB per tile buffer (at most four: multi-scale
+# kernels with a gradient). Not tuned on a GPU yet.
+_DEFAULT_BLOCK = {"cpu": 1024, "cuda": 4096}
 
 
 # ---------------------------------------------------------------------------
@@ -31,48 +33,50 @@ _DEFAULT_BLOCK = {"cpu": 1024, "cuda": 8192}
 # ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def exact_float_math(device: torch.device) -> Iterator[None]:
-    """Autocast off and IEEE float32 matmul (no TF32 on CUDA, no bf16 in oneDNN).
+    """Autocast off and IEEE float32 matmul on ``device`` (no TF32 on CUDA, no
+    bf16 in oneDNN on CPU) for the duration; the previous settings are restored.
 
     Squared distances by the expanded form cancel; TF32's 10-bit mantissa
-    would leave nothing of small distances. The previous settings are restored.
+    would leave nothing of small distances.
     """
-    restore = []
+    backend = _matmul_backend(device)
+    restore = None
     try:
-        for backend in _matmul_backends():
+        if backend is not None:
             try:
                 old = backend.fp32_precision
-            except (AttributeError, RuntimeError):
-                continue
-            if old != "ieee":
-                backend.fp32_precision = "ieee"
-                restore.append((backend, old))
-        if not _has_fp32_precision_api() and torch.backends.cuda.matmul.allow_tf32:
-            torch.backends.cuda.matmul.allow_tf32 = False  # torch before the fp32_precision API
-            restore.append((None, True))
-        with torch.autocast(device_type=device.type, enabled=False):
+            except (AttributeError, RuntimeError):  # torch before the fp32_precision API
+                if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+                    torch.backends.cuda.matmul.allow_tf32 = False
+                    restore = lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", True)  # noqa: E731
+            else:
+                if old != "ieee":
+                    backend.fp32_precision = "ieee"
+                    restore = lambda: setattr(backend, "fp32_precision", old)  # noqa: E731
+        if _autocast_enabled(device):
+            with torch.autocast(device_type=device.type, enabled=False):
+                yield
+        else:
             yield
     finally:
-        for backend, old in reversed(restore):
-            if backend is None:
-                torch.backends.cuda.matmul.allow_tf32 = old
-            else:
-                backend.fp32_precision = old
+        if restore is not None:
+            restore()
 
 
-def _matmul_backends():
-    out = [torch.backends.cuda.matmul]
-    mkldnn = getattr(torch.backends, "mkldnn", None)
-    if mkldnn is not None and hasattr(mkldnn, "matmul"):
-        out.append(mkldnn.matmul)
-    return out
-
-
-def _has_fp32_precision_api() -> bool:
+def _autocast_enabled(device: torch.device) -> bool:
     try:
-        torch.backends.cuda.matmul.fp32_precision
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: no per-device query; assume it may be on
         return True
-    except (AttributeError, RuntimeError):
-        return False
+
+
+def _matmul_backend(device: torch.device):
+    if device.type == "cuda":
+        return torch.backends.cuda.matmul
+    if device.type == "cpu":
+        mkldnn = getattr(torch.backends, "mkldnn", None)
+        return getattr(mkldnn, "matmul", None)
+    return None
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -214,9 +218,9 @@ def first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
     Same shapes required.
     """
     ne = (a != b).reshape(-1)
-    if not bool(ne.any()):
+    i = int(ne.to(torch.uint8).argmax())  # the first True, or 0 when all are False
+    if not bool(ne[i]):
         return 0
-    i = int(ne.to(torch.uint8).argmax())
     return -1 if bool(a.reshape(-1)[i] < b.reshape(-1)[i]) else 1
 
 
@@ -273,10 +277,10 @@ class _TileKernel:
     no (B, B) temporaries are made beyond the tile buffers.
     """
 
-    def __init__(self, zc: torch.Tensor, spec: KernelSpec, block: int, want_e: bool):
+    def __init__(self, zc: torch.Tensor, spec: KernelSpec, tile: int, want_e: bool):
+        """tile: the largest number of rows (and columns) of a tile."""
         self.spec = spec
         self.want_e = want_e
-        n = zc.shape[0]
         sq = zc.pow(2).sum(1, keepdim=True)
         one = torch.ones_like(sq)
         single = len(spec.scales) == 1
@@ -297,7 +301,7 @@ class _TileKernel:
                 self.left = torch.cat([zc * -2.0, sq, one], 1)
                 self.right = torch.cat([zc, one, sq], 1)
                 self.diag_value = 0.0
-        flat = block * min(block, n)
+        flat = tile * tile
         self.buf_g = zc.new_empty(flat)
         multi = not single
         self.buf_k = zc.new_empty(flat) if multi else None
@@ -397,8 +401,8 @@ def kernel_sweep(
         raise ValueError(f"block must be >= 1, got {block}")
     zc = z if centred else z - z.mean(0)
     want_e = grad_weights is not None
-    kern = _TileKernel(zc, spec, block, want_e)
     tiles = _tiles(group_sizes, block)
+    kern = _TileKernel(zc, spec, max(i1 - i0 for i0, i1, _ in tiles), want_e)
     n_groups = len(group_sizes)
 
     acc_g = None

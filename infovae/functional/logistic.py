@@ -23,7 +23,8 @@ log sigmoid(b) + log(expm1(a - b)) - softplus(a), where a - b = (2/255) / scale 
 known in closed form. This never subtracts two nearly equal probabilities, so it
 needs no threshold switch to the density (the PixelCNN++ reference code falls back
 to log pdf * bin width when the difference of cdfs underflows, which breaks exact
-normalization); it stays finite for every finite parameter, and its gradients do too.
+normalization); it stays finite, and so do its gradients, wherever (x - mean) / scale is
+finite (e.g. any log-scale and |mean| up to 1e30 in float32).
 The edge bins use log sigmoid(a) (v = 0) and -softplus(b) (v = 255). Everything runs
 in float32 at least (float64 stays float64), also under autocast.
 """

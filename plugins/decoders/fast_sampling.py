@@ -21,9 +21,10 @@ the parameters of pixel i plus the uniforms of pixel i into its value with the s
 identically and the samples agree exactly when the parameters do. The parameters are
 the same function evaluated by different kernels (whole image vs windows), so in
 floating point they can differ in the last bits; a draw then differs only when its
-uniform falls within that rounding distance of a decision boundary. In float64 this
-is ~1e-13 per subpixel (tests compare the samples bitwise); in float32 it happens
-about once in 1e4..1e5 subpixels. ``compare_samplers`` measures both.
+uniform falls within that rounding distance of a decision boundary: with parameters
+agreeing to ~1e-15 (float64) or ~1e-7 (float32) and bins 2/255 wide, a chance of
+order 1e-13 or 1e-5 per subpixel. The tests compare float64 samples bitwise; the
+benchmark reports the agreement of float32 samples (``compare_samplers`` too).
 """
 from __future__ import annotations
 

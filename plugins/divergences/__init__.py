@@ -13,7 +13,7 @@ def register_divergences(register):
     register(
         "mmd",
         "infovae.plugins.divergences.mmd:MMDDivergence",
-        summary="MMD^2 between the codes and prior draws (rbf or imq kernel, tiled, float32-exact).",
+        summary="MMD^2 between the codes and prior draws (rbf or imq kernel, tiled computation).",
         options=[
             Option("kernel", str, "imq", "kernel family: rbf exp(-r/(2 s^2)) or imq c/(c+r), r = squared distance", choices=("rbf", "imq")),
             Option("bandwidth", bandwidth_option, "median", "sigma (rbf) or c (imq); a comma list sums kernels; median: per-batch median heuristic"),

@@ -14,6 +14,12 @@ import torch
 from infovae import Divergence, bandwidth_option
 from infovae.functional import mmd
 
+# Default: imq with the median heuristic. Measured (permutation-test power at
+# batch size 100 against N(0, I), 6 kinds of mismatch, D = 5 and 32): it matches
+# the best fixed choices (WAE's multi-scale imq, multi-scale rbf around sqrt(D))
+# and beats rbf-median (0.50 vs 0.41 mean power at D = 5, 0.82 vs 0.59 at
+# D = 32) while needing no dimension-dependent constant. Training comparisons
+# (q(z)-p(z) MMD, test NLL) are the lead's to run.
 DEFAULT_KERNEL = "imq"
 DEFAULT_BANDWIDTH = "median"
 

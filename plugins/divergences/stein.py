@@ -46,12 +46,14 @@ class SteinDivergence(Divergence):
     def forward(self, z: torch.Tensor, posterior, prior) -> torch.Tensor:
         """-(z * stop_grad(phi / n)).sum() for codes z (B, D); 0-dim float32."""
         zd = z.detach()
+        if zd.dtype != torch.float64:
+            zd = zd.float()  # bf16 / fp16 codes (autocast): work in float32
         with torch.no_grad():
-            score = self.score(prior, zd.float())
+            score = self.score(prior, zd)
         phi = stein_direction(zd, score, self.bandwidth)
         # Written so that autograd gives exactly -phi/n: the gradient of
         # -(z * c).sum() w.r.t. z is -c, with c = phi / n already rounded.
-        return -(z.float() * (phi / z.shape[0])).sum()
+        return -(z.to(phi.dtype) * (phi / z.shape[0])).sum()
 
     def extra_repr(self) -> str:
         return f"bandwidth={self.bandwidth!r}"
