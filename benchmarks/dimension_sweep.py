@@ -23,7 +23,7 @@ from infovae.metrics import evaluate_metrics
 from infovae.plotting import hstack, line_chart
 from infovae.runs import TrainerConfig
 
-MODELS = {"ELBO": [("kl", 1.0)], "MMD": [("mmd", 1000.0)]}
+MODELS = {"ELBO": [("kl", 1.0)], "MMD": [("mmd", 100.0)]}
 
 
 def main(argv=None) -> int:

@@ -39,7 +39,7 @@ PAPER_NLL = {"elbo": 82.75, "mmd": 80.76, "stein": 81.47, "adversarial": 82.21, 
 # generator loss act through gradients of order 1/n per code, weighted to match the reconstruction.
 MODELS = {
     "elbo": [("kl", 1.0)],
-    "mmd": [("mmd", 1000.0)],
+    "mmd": [("mmd", 100.0)],
     "stein": [("stein", 100.0)],
     "adversarial": [("adversarial", 10.0)],
     "l_ae": [],

@@ -50,7 +50,7 @@ def cli():
     \b
     Examples:
       infovae train                                   # digits, MLP encoder/decoder, defaults
-      infovae train --divergence mmd=1000 --out runs/mmd
+      infovae train --divergence mmd=100 --out runs/mmd
       infovae train --divergence stein=1 --decoder pixelcnnpp --dataset mnist -o path=~/mnist
       infovae sample runs/mmd --sampler markov-chain --out chain.png
       infovae evaluate runs/mmd --json

@@ -17,7 +17,7 @@ DEFAULTS = {
     "dataset": "digits",
     "encoder": "mlp",
     "decoder": "bernoulli-mlp",
-    "divergence": ("mmd=1000",),
+    "divergence": ("mmd=100",),
     "latent_dim": 8,
 }
 RESERVED_TARGETS = ("dataset", "encoder", "decoder")
@@ -96,7 +96,7 @@ CONFIG_KEYS = {
 @click.option("--dataset", "-d", default=DEFAULTS["dataset"], show_default=True, help="Data set plugin.")
 @click.option("--encoder", "-e", default=DEFAULTS["encoder"], show_default=True, help="Encoder plugin.")
 @click.option("--decoder", "-p", default=DEFAULTS["decoder"], show_default=True, help="Decoder plugin.")
-@click.option("--divergence", "-r", multiple=True, metavar="NAME[=WEIGHT]", help="Regularizer and its weight (repeatable). Default: mmd=1000. Use 'none' for the plain autoencoder L_AE.")
+@click.option("--divergence", "-r", multiple=True, metavar="NAME[=WEIGHT]", help="Regularizer and its weight (repeatable). Default: mmd=100. Use 'none' for the plain autoencoder L_AE.")
 @click.option("--option", "-o", "options", multiple=True, metavar="TARGET.KEY=VALUE", help="Plugin option: TARGET is dataset, encoder, decoder or a divergence name (repeatable).")
 @click.option("--latent-dim", "-z", type=int, default=DEFAULTS["latent_dim"], show_default=True, help="Dimension of z.")
 @click.option("--batch-size", "-b", type=int, default=64, show_default=True)
@@ -133,7 +133,7 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
       infovae train                                   # digits, MMD-InfoVAE, ~1 minute on a CPU
       infovae train -r kl=1 --out runs/elbo           # the ELBO VAE
       infovae train -r none --out runs/ae             # plain probabilistic autoencoder L_AE
-      infovae train -r mmd=1000 -o mmd.kernel=imq -z 5 --out runs/mmd
+      infovae train -r mmd=100 -o mmd.kernel=imq -o mmd.bandwidth=median -z 5 --out runs/mmd
       infovae train -d binarized-mnist -o dataset.path=data/binarized_mnist.npz -p pixelcnn -e conv
       infovae train --config experiment.toml --epochs 5
       infovae train --resume runs/mmd --epochs 200

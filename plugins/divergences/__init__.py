@@ -15,8 +15,8 @@ def register_divergences(register):
         "infovae.plugins.divergences.mmd:MMDDivergence",
         summary="MMD^2 between the codes and prior draws (rbf or imq kernel, tiled computation).",
         options=[
-            Option("kernel", str, "imq", "kernel family: rbf exp(-r/(2 s^2)) or imq c/(c+r), r = squared distance", choices=("rbf", "imq")),
-            Option("bandwidth", bandwidth_option, "median", "sigma (rbf) or c (imq); a comma list sums kernels; median: per-batch median heuristic"),
+            Option("kernel", str, "rbf", "kernel family: rbf exp(-r/(2 s^2)) or imq c/(c+r), r = squared distance", choices=("rbf", "imq")),
+            Option("bandwidth", bandwidth_option, (1.0, 2.0, 4.0), "sigma (rbf) or c (imq); a comma list sums kernels; median: per-batch median heuristic"),
             Option("estimator", str, "biased", "biased V-statistic (>= 0) or unbiased U-statistic", choices=("biased", "unbiased")),
             Option("prior_samples", int, 0, "prior draws per step (0: the batch size)", minimum=0),
         ],
