@@ -198,3 +198,20 @@ def test_bench_cli_runs_a_tiny_configuration(tmp_path):
     assert all(r["naive_extrapolated_from_rows"] == 2 and r["speedup"] > 0 for r in result["sampling"])
     bad = CliRunner().invoke(decoders, ["--decoders", "wavenet"])
     assert bad.exit_code != 0 and "unknown decoder" in bad.output
+    if not torch.cuda.is_available():
+        bad = CliRunner().invoke(decoders, ["--device", "cuda", "--sizes", "8"])
+        assert bad.exit_code != 0 and "no CUDA device" in bad.output
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,spec,options", [CASES[0], CASES[3]])
+def test_cuda_sampling_and_likelihood(name, spec, options):
+    """On CUDA: fast == naive in float64, teacher forcing reproduces the network, log_prob matches the CPU."""
+    cpu = build(name, spec, **options)
+    dec = build(name, spec, **options).cuda()
+    z = torch.randn(3, 3, dtype=torch.float64)
+    x = random_images(spec, 3)
+    torch.testing.assert_close(dec.log_prob(x.cuda(), z.cuda()).cpu(), cpu.log_prob(x, z), rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(fast_outputs(dec, x.cuda(), z.cuda()), dec(x.cuda(), z.cuda()), rtol=1e-10, atol=1e-10)
+    draws = [dec.sample(z.cuda(), generator=torch.Generator(device="cuda").manual_seed(0), fast=f) for f in (False, True)]
+    assert torch.equal(draws[0], draws[1])

@@ -279,8 +279,10 @@ def _single_position(core: Callable) -> Callable:
     return linear
 
 
-def _step_function(index: int, node: Node, rect, bufs, margins) -> Callable[[], None]:
-    """A closure computing node ``index`` on output rectangle ``rect`` into its cache."""
+def _step_function(index: int, node: Node, rect, bufs, margins, single: Dict[int, Callable]) -> Callable[[], None]:
+    """A closure computing node ``index`` on output rectangle ``rect`` into its cache.
+
+    ``single`` caches the one-position (matrix product) form of each conv node."""
     r0, r1, c0, c1 = rect
     out = bufs[index]
     mt, _, ml, _ = margins[index]
@@ -302,7 +304,9 @@ def _step_function(index: int, node: Node, rect, bufs, margins) -> Callable[[], 
         window = bufs[src][:, :, r0 * s - pt + t : (r1 - 1) * s - pt + kh + t, c0 * s - pl + l : (c1 - 1) * s - pl + kw + l]
         core, pre = node.module, node.pre
         if (r1 - r0, c1 - c0) == (1, 1):  # one position: a matrix product is much cheaper than a conv call
-            core = _single_position(core)
+            if index not in single:
+                single[index] = _single_position(core)
+            core = single[index]
         if pre is None and post is None:
             return lambda: target.copy_(core(window))
         if post is None:
@@ -348,7 +352,8 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
         hh, ww = node.size
         bufs.append(z.new_zeros((b, node.channels, hh + mt + mb, ww + ml + mr)) if live else None)
     todo_steps = plan.steps if rows is None else plan.steps[: rows * w]
-    steps = [[_step_function(i, nodes[i], rect, bufs, plan.margins) for i, *rect in entries] for entries in todo_steps]
+    single: Dict[int, Callable] = {}
+    steps = [[_step_function(i, nodes[i], rect, bufs, plan.margins, single) for i, *rect in entries] for entries in todo_steps]
     mt, _, ml, _ = plan.margins[0]
     ot, _, ol, _ = plan.margins[output]
     canvas, params = bufs[0], bufs[output]
