@@ -13,14 +13,15 @@ from safetensors.torch import load_file, save_file
 PathLike = Union[str, os.PathLike]
 
 
-def _atomic(path: PathLike, write) -> None:
+def _atomic(path: PathLike, write_tmp) -> None:
+    """Call ``write_tmp(tmp_path)`` on a temporary file beside ``path``, fsync it, rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh, tmp)
-            fh.flush()
+        write_tmp(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -33,7 +34,7 @@ def _atomic(path: PathLike, write) -> None:
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write bytes to a temporary file beside ``path``, fsync, then rename over it."""
-    _atomic(path, lambda fh, tmp: fh.write(data))
+    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:
@@ -43,21 +44,7 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
 def atomic_save_safetensors(path: PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
     """safetensors file written atomically; tensors are made contiguous CPU copies."""
     prepared = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(prepared, tmp, metadata=dict(metadata) if metadata else None)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    _atomic(path, lambda tmp: save_file(prepared, tmp, metadata=dict(metadata) if metadata else None))
 
 
 def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
