@@ -9,7 +9,6 @@ Writes a PNG with three panels and a JSON file with every number.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 
 import infovae
 from infovae.api import load_run, start_training
-from infovae.build import create_dataset, make_run_spec
+from infovae.build import make_run_spec
 from infovae.io import atomic_write_bytes, atomic_write_json
 from infovae.metrics import evaluate_metrics
 from infovae.plotting import hstack, line_chart

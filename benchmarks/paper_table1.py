@@ -18,7 +18,6 @@ descriptions in the output).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable, Optional
 
 from .errors import RunError
 from .io import atomic_write_json

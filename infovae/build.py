@@ -5,7 +5,6 @@ model the data, latent size, batch size) runs here, before any training.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import CapabilityError, DataError, PluginOptionError

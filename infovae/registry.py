@@ -14,12 +14,11 @@ import difflib
 import importlib
 import inspect
 import os
-import sys
 import traceback
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import pluggy
 

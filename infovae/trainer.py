@@ -18,10 +18,10 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -30,7 +30,7 @@ from .data import check_uint8_images, from_model, to_model
 from .errors import DataError, PluginOptionError, RunError, TrainingError
 from .images import save_grid
 from .io import atomic_save_safetensors, atomic_write_json, flatten_state, read_safetensors, unflatten_state
-from .runs import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SAMPLES_DIR, SPEC_FILE, STATUS_FILE, RunSpec, read_json
+from .runs import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SAMPLES_DIR, STATUS_FILE, RunSpec
 
 GRID_N = 64
 

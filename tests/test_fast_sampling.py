@@ -12,14 +12,6 @@ from infovae.plugins.decoders.autoregressive import AutoregressiveDecoder, Shift
 from infovae.plugins.decoders.fast_sampling import availability, fast_outputs, record, schedule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(name, spec, latent_dim=3, dtype=torch.float64, seed=0, **options):
     torch.manual_seed(seed)
     return infovae.registry().create("decoders", name, options, spec, latent_dim).to(dtype).eval()

@@ -16,14 +16,6 @@ from infovae.functional.logistic import MAX_LOG_SCALE, MIN_LOG_SCALE, logistic_m
 LEVELS = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_params(seed: int, k: int, c: int, n: int = 1, log_scale=(-4.0, 1.0), spread: float = 1.2):
     """Parameters of one pixel (1, K, ...) or n pixels, float64, with log-scales uniform in ``log_scale``."""
     g = torch.Generator().manual_seed(seed)

@@ -15,14 +15,6 @@ from infovae import CapabilityError, DataSpec, PluginOptionError
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(spec, latent_dim=3, dtype=torch.float64, seed=0, **options):
     torch.manual_seed(seed)
     dec = infovae.registry().create("decoders", "pixelcnn", options, spec, latent_dim)

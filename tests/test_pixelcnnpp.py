@@ -9,14 +9,6 @@ import infovae
 from infovae import CapabilityError, DataSpec, PluginOptionError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def build(spec, latent_dim=3, dtype=torch.float64, seed=0, **options):
     torch.manual_seed(seed)
     options = {"nr_filters": 4, **options}

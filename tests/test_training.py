@@ -6,7 +6,6 @@ import signal
 import pytest
 import torch
 
-import infovae
 from infovae import Divergence, RunError, TrainingError, hookimpl
 from infovae.api import load_run, resume_training, start_training
 from infovae.build import make_run_spec
