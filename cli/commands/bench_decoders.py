@@ -1,10 +1,9 @@
 """``infovae bench decoders``: PixelCNN / PixelCNN++ training throughput and naive vs fast sampling."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
+
+from .common import emit_benchmark
 
 
 def _list(kind):
@@ -79,15 +78,4 @@ def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, 
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    text = json.dumps(result, indent=2)
-    if json_path == "-":
-        click.echo(text)
-        return
-    from rich.console import Console
-
-    console = Console()
-    for table in tables(result):
-        console.print(table)
-    if json_path:
-        Path(json_path).write_text(text + "\n")
-        click.echo(f"wrote {json_path}", err=True)
+    emit_benchmark(result, json_path, tables(result))

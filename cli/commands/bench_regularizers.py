@@ -1,10 +1,9 @@
 """``infovae bench regularizers``: MMD and Stein forward+backward against baselines in the same run."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
+
+from .common import emit_benchmark
 
 
 def _int_list(ctx, param, value):
@@ -69,13 +68,4 @@ def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, 
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    text = json.dumps(result, indent=2)
-    if json_path == "-":
-        click.echo(text)
-        return
-    from rich.console import Console
-
-    Console().print(table(result))
-    if json_path:
-        Path(json_path).write_text(text + "\n")
-        click.echo(f"wrote {json_path}", err=True)
+    emit_benchmark(result, json_path, [table(result)])

@@ -97,7 +97,18 @@ def nll(
     d = model.latent_dim
     k = default_num_samples(d) if num_samples is None else int(num_samples)
     log_px, ess = importance_log_likelihood(model, x, k, generator=generator, batch_size=batch_size)
-    mean, se = mean_and_se(-log_px, "nll", "log-likelihood")
+    return {
+        **_nats_summary(model, -log_px, "nll"),
+        "num_samples": k,
+        "n": int(log_px.numel()),
+        "ess_mean": float(ess.mean()),
+        "description": f"-log p(x) by importance sampling, q(z|x) proposal, K={k} samples per example",
+    }
+
+
+def _nats_summary(model, values: torch.Tensor, metric: str) -> Dict[str, object]:
+    """Mean of per-example nats with its standard error, also in bits per dimension."""
+    mean, se = mean_and_se(values, metric, "log-likelihood")
     per_dim = model.spec.num_dims * math.log(2.0)
     return {
         "value": mean,
@@ -105,10 +116,6 @@ def nll(
         "units": "nats per example",
         "bits_per_dim": mean / per_dim,
         "bits_per_dim_std_err": None if se is None else se / per_dim,
-        "num_samples": k,
-        "n": int(log_px.numel()),
-        "ess_mean": float(ess.mean()),
-        "description": f"-log p(x) by importance sampling, q(z|x) proposal, K={k} samples per example",
     }
 
 
@@ -136,13 +143,8 @@ def reconstruction(
         z = (loc.double() + scale.double() * eps).to(loc.dtype)
         values.append(-model.log_likelihood(xb, z).double())
     values = torch.cat(values)
-    mean, se = mean_and_se(values, "reconstruction", "log-likelihood")
-    per_dim = model.spec.num_dims * math.log(2.0)
     return {
-        "value": mean,
-        "std_err": se,
-        "units": "nats per example",
-        "bits_per_dim": mean / per_dim,
+        **_nats_summary(model, values, "reconstruction"),
         "n": int(values.numel()),
         "description": "-log p(x|z), one z ~ q(z|x) per example",
     }
