@@ -6,6 +6,7 @@ Start-up is torch-free: commands import torch inside their bodies, so
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import click
 
@@ -51,15 +52,29 @@ def cli():
     Examples:
       infovae train                                   # digits, MLP encoder/decoder, defaults
       infovae train --divergence mmd=100 --out runs/mmd
-      infovae train --divergence stein=1 --decoder pixelcnnpp --dataset mnist -o path=~/mnist
+      infovae train --divergence stein=1 --decoder pixelcnnpp --dataset mnist -o dataset.path=~/mnist -o dataset.binarize=none
       infovae sample runs/mmd --sampler markov-chain --out chain.png
       infovae evaluate runs/mmd --json
       infovae plugins --kind divergences
     """
 
 
+def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):
+    """Plugin warnings as one line on stderr, without Python's source-line decoration."""
+    from infovae import PluginWarning
+
+    if issubclass(category, PluginWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv=None):
     """Console-script entry point."""
+    warnings.showwarning = _show_plugin_warning
     return cli.main(args=argv, prog_name="infovae")
 
 

@@ -14,14 +14,16 @@ from .errors import (
     DuplicatePluginError,
     InfovaeError,
     PluginError,
+    PluginBuildError,
     PluginLoadError,
+    PluginWarning,
     PluginOptionError,
     RunError,
     TrainingError,
     UnknownPluginError,
 )
 from .hookspecs import hookimpl
-from .options import Option, bandwidth_option, float_list
+from .options import Opt, Option, bandwidth_option, check_options, float_list
 from .registry import KINDS, PluginInfo, Registry, registry
 from .spec import DATA_KINDS, DataSpec
 
@@ -32,6 +34,8 @@ _LAZY = {
     "Divergence": "infovae.base",
     "Decoder": "infovae.base",
     "Dataset": "infovae.base",
+    "Sampler": "infovae.base",
+    "Metric": "infovae.base",
     "DIVERGENCE_PROPERTIES": "infovae.base",
     "diagonal_gaussian": "infovae.base",
     "check_reduction": "infovae.base",
@@ -53,8 +57,8 @@ _LAZY = {
 __all__ = sorted(
     [
         "CapabilityError", "DataError", "DuplicatePluginError", "InfovaeError", "PluginError",
-        "PluginLoadError", "PluginOptionError", "RunError", "TrainingError", "UnknownPluginError",
-        "hookimpl", "Option", "bandwidth_option", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
+        "PluginBuildError", "PluginLoadError", "PluginWarning", "PluginOptionError", "RunError", "TrainingError", "UnknownPluginError",
+        "hookimpl", "Opt", "Option", "bandwidth_option", "check_options", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
         "DATA_KINDS", "DataSpec", "__version__",
     ]
     + list(_LAZY)

@@ -32,6 +32,9 @@ def start_training(out, spec: RunSpec, dataset, overwrite: bool = False, reg: Op
     if is_run(out) and not overwrite:
         raise RunError(f"{out} already holds a run. Continue it with --resume {out}, choose another --out, or pass --overwrite to replace it")
     trainer = Trainer(out, spec, dataset, registry=reg, on_log=on_log)  # checks data and batch size first
+    from .probe import probe_training
+
+    probe_training(spec, trainer.model, trainer.objective, reg)  # every plugin runs once before the directory exists
     prepare_run_dir(out, overwrite)
     atomic_write_json(out / SPEC_FILE, spec.to_json())
     return trainer
@@ -56,8 +59,11 @@ def resume_training(run_dir, steps: Optional[int] = None, epochs: Optional[int] 
     return trainer
 
 
-def load_run(run_dir, device: str = "auto", reg: Optional[Registry] = None):
-    """(spec, model, objective) with trained weights, in eval mode, on ``device``."""
+def load_run(run_dir, device: str = "auto", reg: Optional[Registry] = None, with_objective: bool = True):
+    """(spec, model, objective) with trained weights, in eval mode, on ``device``.
+
+    ``with_objective=False`` builds no divergence (objective None): sampling and evaluation
+    need none, so a run whose training-only divergence is not installed still loads."""
     from .build import build_model, resolve_device
     from .io import read_safetensors
     from .trainer import load_weights
@@ -71,7 +77,7 @@ def load_run(run_dir, device: str = "auto", reg: Optional[Registry] = None):
         tensors, _ = read_safetensors(path)
     except Exception as exc:  # noqa: BLE001
         raise RunError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
-    model, objective = build_model(spec, reg)
+    model, objective = build_model(spec, reg, divergences=with_objective)
     load_weights(model, objective, tensors, where=str(path))
     dev = resolve_device(device)
-    return spec, model.to(dev).eval(), objective.to(dev).eval()
+    return spec, model.to(dev).eval(), None if objective is None else objective.to(dev).eval()

@@ -6,7 +6,7 @@ D = latent dimension, (C, H, W) = one example.
 """
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Mapping, Optional
+from typing import Any, Dict, FrozenSet, Mapping, Optional
 
 import torch
 from torch import nn
@@ -40,8 +40,9 @@ class Divergence(nn.Module):
       nothing (Stein); the trainer then logs it as such.
     - Own trainable state (e.g. a discriminator): return an optimizer from
       ``configure_optimizer()`` and implement ``update(z, prior, optimizer)``;
-      the trainer calls it before each model step with detached codes, keeps the
-      optimizer in its state, and saves and restores both on resume. Parameters
+      the trainer calls it after each model step, on that step's codes z
+      (detached, the same z the model's loss used), keeps the optimizer in its
+      state, and saves and restores both on resume. Parameters
       of such a divergence are never stepped by the model's optimizer.
     """
 
@@ -75,6 +76,10 @@ class Decoder(nn.Module):
 
 
 def check_reduction(reduction: str) -> None:
+    """Raise ValueError unless ``reduction`` is "sum" or "none", the two that ``Decoder.log_prob`` takes.
+
+    Call it first in a decoder's ``log_prob`` so a typo fails with the allowed values named.
+    """
     if reduction not in ("sum", "none"):
         raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}")
 
@@ -117,7 +122,48 @@ class Dataset:
 
 
 def split_error(name: str, splits) -> ValueError:
+    """The error a data set's ``split(name)`` raises for a name not in ``splits``
+    (``raise split_error(name, self.splits)``): it names the splits that exist."""
     return ValueError(f"unknown split {name!r}; this data set has {', '.join(splits)}")
+
+
+class Sampler:
+    """What a sampler factory returns: ``sampler(model, n, generator=None, data=None)``
+    -> (n', C, H, W) model values on the data's grid (n' = n unless documented, e.g. whole chains).
+
+    Class attributes the CLI reads (the sampler contract; the CLI knows no sampler by name):
+
+    - ``needs_data``: True when the sampler starts from data; the CLI then passes ``data``,
+      n examples (N, C, H, W) of model values on the model's device; otherwise ``data`` is None.
+    - ``grid_columns``: columns of the PNG grid (None: a square-ish grid), e.g. 2 for
+      (data, reconstruction) pairs or steps + 1 for one chain per row.
+
+    An option named ``fast`` ("yes" / "no" / "auto") is what ``--fast/--no-fast`` sets.
+    """
+
+    needs_data: bool = False
+    grid_columns: Optional[int] = None
+
+    def __call__(self, model, n: int, generator: Optional[torch.Generator] = None, data: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Metric:
+    """What a metric factory returns: ``metric(model, x, *, labels=None, generator=None, batch_size=1024)``
+    -> dict, JSON-able, with the headline number under "value" (and its "units", a
+    "description", and whatever else explains it: standard errors, sample sizes).
+
+    x: (N, C, H, W) model values. ``needs_labels``: True when the metric needs ``labels``,
+    (N,) int64 class labels of the examples (``infovae evaluate`` refuses data without them).
+    ``generator`` is the metric's own, seeded from the run seed and the metric's name, so a
+    metric's value does not depend on which others run with it. Run under ``torch.no_grad``.
+    """
+
+    needs_labels: bool = False
+
+    def __call__(self, model, x: torch.Tensor, *, labels: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None, batch_size: int = 1024) -> Dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
 
 
 Logs = Dict[str, float]

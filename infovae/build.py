@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import CapabilityError, DataError, PluginOptionError
+from .errors import CapabilityError, DataError, PluginBuildError, PluginOptionError, UnknownPluginError
 from .objective import check_weight
-from .registry import Registry, registry as default_registry
+from .registry import Registry, describe_plugin, registry as default_registry
 from .runs import DivergenceChoice, PluginChoice, RunSpec, TrainerConfig
 from .spec import DataSpec
 
@@ -108,16 +108,60 @@ def check_trainer(t: TrainerConfig) -> None:
         bad(f"device must be auto, cpu or cuda[:N], got {t.device!r}")
 
 
-def build_model(spec: RunSpec, reg: Optional[Registry] = None):
-    """(model, objective) on the CPU, freshly initialised from the spec's plugins."""
+def saved_plugin_info(reg: Registry, spec: RunSpec, kind: str, name: str):
+    """``reg.info`` for a plugin a saved run uses; when it is missing, the error names the
+    distribution and version that spec.json records for it."""
+    try:
+        return reg.info(kind, name)
+    except UnknownPluginError as exc:
+        rec = (spec.plugins or {}).get(f"{kind}/{name}") or {}
+        dist, version = rec.get("distribution"), rec.get("version")
+        if not dist:
+            raise
+        pin = f"{dist}=={version}" if version else dist
+        raise UnknownPluginError(
+            f"this run was trained with the {kind[:-1]} {name!r} from {dist} {version or ''}".rstrip()
+            + f" (recorded in spec.json), which is not installed or failed to load here. Install it with "
+            f"pip install '{pin}' (see 'infovae plugins' for plugins that failed to load)."
+        ) from exc
+
+
+def _check_module(reg: Registry, kind: str, name: str, obj: Any) -> Any:
+    from torch import nn
+
+    if not isinstance(obj, nn.Module):
+        raise PluginBuildError(
+            f"{describe_plugin(reg.info(kind, name))}: its factory returned {type(obj).__name__}, expected a "
+            f"torch.nn.Module (e.g. a subclass of {'infovae.Divergence' if kind == 'divergences' else 'infovae.Decoder' if kind == 'decoders' else 'torch.nn.Module'}). "
+            f"Fix the factory registered under this name."
+        )
+    return obj
+
+
+def build_model(spec: RunSpec, reg: Optional[Registry] = None, divergences: bool = True):
+    """(model, objective) on the CPU, freshly initialised from the spec's plugins.
+
+    With ``divergences=False`` no divergence is built and the objective is None (sampling and
+    evaluation need no training-only plugin). A plugin the run needs that is not installed
+    is named with the distribution and version spec.json recorded.
+    """
     from .model import InfoVAE
     from .objective import Objective
 
     reg = reg or default_registry()
-    encoder = reg.create("encoders", spec.encoder.name, spec.encoder.options, spec.data, spec.latent_dim)
-    decoder = reg.create("decoders", spec.decoder.name, spec.decoder.options, spec.data, spec.latent_dim)
+    for kind, name in [("encoders", spec.encoder.name), ("decoders", spec.decoder.name)] + (
+        [("divergences", d.name) for d in spec.divergences] if divergences else []
+    ):
+        saved_plugin_info(reg, spec, kind, name)
+    encoder = _check_module(reg, "encoders", spec.encoder.name,
+                            reg.create("encoders", spec.encoder.name, spec.encoder.options, spec.data, spec.latent_dim))
+    decoder = _check_module(reg, "decoders", spec.decoder.name,
+                            reg.create("decoders", spec.decoder.name, spec.decoder.options, spec.data, spec.latent_dim))
     model = InfoVAE(spec.data, spec.latent_dim, encoder, decoder)
-    objective = Objective([(d.name, d.weight, reg.create("divergences", d.name, d.options)) for d in spec.divergences])
+    if not divergences:
+        return model, None
+    objective = Objective([(d.name, d.weight, _check_module(reg, "divergences", d.name, reg.create("divergences", d.name, d.options)))
+                           for d in spec.divergences])
     return model, objective
 
 

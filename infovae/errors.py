@@ -26,6 +26,14 @@ class PluginLoadError(PluginError):
     """A plugin failed to import or register (raised only in strict mode)."""
 
 
+class PluginBuildError(PluginError):
+    """A plugin's factory raised, returned the wrong thing, or the result failed its probe."""
+
+
+class PluginWarning(RuntimeWarning):
+    """A plugin was skipped, partly rejected, or is slow to load (listing still works)."""
+
+
 class CapabilityError(InfovaeError, ValueError):
     """Plugins that cannot work together (e.g. a binary decoder on 8-bit data)."""
 

@@ -8,8 +8,13 @@ Each hook receives a ``register`` callable owned by the host::
 - factory:  a callable, or an import string "package.module:attribute" that is
             imported only when the plugin is built (keeps start-up free of torch).
 - summary:  one line for ``infovae plugins``; defaults to the factory's docstring.
-- options:  a sequence of ``infovae.Option`` or a dataclass; when omitted the
-            options come from the factory's keyword parameters.
+- options:  a sequence of ``infovae.Option`` or a dataclass (field metadata keys:
+            help, choices, minimum, maximum, greater_than, less_than); when omitted
+            the options come from the factory's keyword parameters, whose
+            annotations may carry help and bounds: ``Annotated[int, infovae.Opt(
+            help="...", minimum=1)]``. With an import-string factory and no
+            ``options=``, ``infovae plugins`` lists the options as undeclared rather
+            than import the factory's module: declare them to have them listed.
 - supports: decoders only: the data kinds they model ("binary", "gray8", "rgb8").
 
 What the factories receive and return is described on each hook.
@@ -57,7 +62,11 @@ def register_samplers(register):
     """Register samplers.
 
     factory(**options) -> callable(model, n, generator=None, data=None) -> (n, C, H, W)
-    model values; ``data`` is a tensor of model values when the sampler starts from data.
+    model values (see ``infovae.Sampler``). What the CLI reads from the built sampler:
+    ``needs_data`` (bool, default False: ``data`` is then None; True: ``data`` holds n
+    examples of the run's data as model values), ``grid_columns`` (int or None:
+    columns of the PNG grid, e.g. one chain per row). A sampler with an option named
+    ``fast`` (yes/no/auto) gets ``infovae sample --fast/--no-fast``.
     """
 
 
@@ -68,4 +77,15 @@ def register_datasets(register):
     factory(**options) -> object with ``spec`` (DataSpec), ``splits``,
     ``split(name)`` -> uint8 (N, C, H, W) and ``labels(name)`` -> int64 (N,) or None
     (see ``infovae.Dataset``).
+    """
+
+
+@hookspec
+def register_metrics(register):
+    """Register evaluation metrics (``infovae evaluate``, ``--track``).
+
+    factory(**options) -> callable(model, x, *, labels=None, generator=None,
+    batch_size=1024) -> dict with the headline number under "value" and anything
+    else JSON-able (see ``infovae.Metric``). x is (N, C, H, W) model values;
+    ``needs_labels`` (bool, default False) asks for (N,) int64 class labels.
     """

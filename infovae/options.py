@@ -9,7 +9,12 @@ import difflib
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union, get_args, get_origin
+
+try:
+    from typing import Annotated
+except ImportError:  # pragma: no cover - Python < 3.9
+    Annotated = None  # type: ignore[assignment]
 
 from .errors import PluginOptionError
 
@@ -29,6 +34,9 @@ class Option:
     help:    one line.
     choices: allowed values, if the set is closed.
     minimum / maximum: inclusive numeric bounds, if any.
+    greater_than / less_than: exclusive numeric bounds, if any (e.g. a learning rate > 0).
+
+    The default is not checked against the bounds (None often means "automatic").
     """
 
     name: str
@@ -38,6 +46,8 @@ class Option:
     choices: Optional[Tuple[Any, ...]] = None
     minimum: Optional[float] = None
     maximum: Optional[float] = None
+    greater_than: Optional[float] = None
+    less_than: Optional[float] = None
 
     @property
     def type_name(self) -> str:
@@ -54,7 +64,19 @@ class Option:
             "choices": None if self.choices is None else [_jsonable(c) for c in self.choices],
             "minimum": self.minimum,
             "maximum": self.maximum,
+            "greater_than": self.greater_than,
+            "less_than": self.less_than,
         }
+
+    def bounds_text(self) -> str:
+        """The numeric bounds as text (">= 1", "in (0, 1)"), or ""."""
+        lo = (f"[{self.minimum:g}", f">= {self.minimum:g}") if self.minimum is not None else \
+            (f"({self.greater_than:g}", f"> {self.greater_than:g}") if self.greater_than is not None else None
+        hi = (f"{self.maximum:g}]", f"<= {self.maximum:g}") if self.maximum is not None else \
+            (f"{self.less_than:g})", f"< {self.less_than:g}") if self.less_than is not None else None
+        if lo and hi:
+            return f"in {lo[0]}, {hi[0]}"
+        return (lo or hi or ("", ""))[1]
 
     def convert(self, value: Any, plugin: str) -> Any:
         """Typed value for ``value`` (a string from the command line or a Python value)."""
@@ -75,7 +97,28 @@ class Option:
                 raise PluginOptionError(f"{where}: {out!r} is below the minimum {self.minimum!r}")
             if self.maximum is not None and out > self.maximum:
                 raise PluginOptionError(f"{where}: {out!r} is above the maximum {self.maximum!r}")
+            if self.greater_than is not None and not out > self.greater_than:
+                raise PluginOptionError(f"{where}: {out!r} must be greater than {self.greater_than!r}")
+            if self.less_than is not None and not out < self.less_than:
+                raise PluginOptionError(f"{where}: {out!r} must be less than {self.less_than!r}")
         return out
+
+
+@dataclass(frozen=True)
+class Opt:
+    """Help and bounds of a factory keyword parameter, carried by its annotation::
+
+        def make(hidden: Annotated[int, Opt("width of each layer", minimum=1)] = 256): ...
+
+    The option's name, type and default come from the parameter itself.
+    """
+
+    help: str = ""
+    choices: Optional[Tuple[Any, ...]] = None
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    greater_than: Optional[float] = None
+    less_than: Optional[float] = None
 
 
 def _jsonable(v: Any) -> Any:
@@ -147,27 +190,57 @@ def options_from_signature(factory: Callable, skip: int = 0) -> List[Option]:
 
     ``skip`` leading positional parameters are context, not options (e.g. the
     data spec and latent dimension of encoders and decoders).
+    Annotations may be ``Annotated[T, Opt(help=..., minimum=...)]``; T (int, float, str,
+    bool, or a parser callable) gives the type, else the default's type does.
     """
+    try:
+        hints = typing_hints(factory)
+    except Exception:  # noqa: BLE001 - unresolvable string annotations: fall back to the raw ones
+        hints = {}
     sig = inspect.signature(factory)
     params = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     out = []
     for p in params[skip:]:
         if p.default is inspect.Parameter.empty:
             raise TypeError(f"factory parameter {p.name!r} needs a default to be an option")
-        typ = p.annotation if p.annotation in (int, float, str, bool) else type(p.default)
-        if typ not in (int, float, str, bool):
-            typ = str
-        out.append(Option(p.name, typ, p.default))
+        ann = hints.get(p.name, p.annotation)
+        meta = Opt()
+        if Annotated is not None and get_origin(ann) is Annotated:
+            ann, *extra = get_args(ann)
+            meta = next((e for e in extra if isinstance(e, Opt)), meta)
+        if ann in (int, float, str, bool) or (callable(ann) and getattr(ann, "metavar", None)):
+            typ = ann
+        else:
+            typ = type(p.default) if type(p.default) in (int, float, str, bool) else str
+        out.append(Option(p.name, typ, p.default, meta.help, meta.choices, meta.minimum, meta.maximum, meta.greater_than, meta.less_than))
     return out
 
 
+def typing_hints(factory: Callable) -> Dict[str, Any]:
+    import typing
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    return typing.get_type_hints(target, include_extras=True)
+
+
+DATACLASS_METADATA_KEYS = ("help", "choices", "minimum", "maximum", "greater_than", "less_than")
+
+
 def options_from_dataclass(cls: type) -> List[Option]:
-    """Options from a dataclass: field type, default, and ``metadata={"help": ...}``."""
+    """Options from a dataclass: field type, default, and ``metadata`` with the keys
+    ``DATACLASS_METADATA_KEYS`` (help, choices, minimum, maximum, greater_than, less_than).
+    An unknown metadata key is a TypeError (a misspelt bound must not be silently ignored)."""
     out = []
     for f in dataclasses.fields(cls):
+        unknown = sorted(set(f.metadata) - set(DATACLASS_METADATA_KEYS))
+        if unknown:
+            raise TypeError(f"option {f.name!r}: unknown metadata key(s) {unknown}; use {', '.join(DATACLASS_METADATA_KEYS)}")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         typ = f.type if f.type in (int, float, str, bool) else {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, type(default))
-        out.append(Option(f.name, typ, default, f.metadata.get("help", ""), f.metadata.get("choices")))
+        m = f.metadata
+        choices = tuple(m["choices"]) if m.get("choices") is not None else None
+        out.append(Option(f.name, typ, default, m.get("help", ""), choices, m.get("minimum"), m.get("maximum"),
+                          m.get("greater_than"), m.get("less_than")))
     return out
 
 
@@ -202,6 +275,54 @@ def resolve_options(options: Sequence[Option], given: Mapping[str, Any], plugin:
     out = {}
     for name, opt in known.items():
         out[name] = opt.convert(given[name], plugin) if name in given else opt.default
+    return out
+
+
+def check_options(options: Sequence[Option], values: Mapping[str, Any], plugin: str) -> Dict[str, Any]:
+    """Check a constructor's arguments against the plugin's declared options (one source of truth).
+
+    Every value is converted and checked (type, choices, bounds) with ``PluginOptionError``
+    naming ``plugin`` and the option; a value equal to the declared default is accepted as is
+    (None defaults mean "automatic"). Returns the converted values.
+    """
+    known = {o.name: o for o in options}
+    out = {}
+    for key, value in values.items():
+        opt = known.get(key)
+        if opt is None:
+            raise PluginOptionError(f"{plugin} has no declared option {key!r}")
+        out[key] = value if (value is opt.default or (value == opt.default and type(value) is type(opt.default))) else opt.convert(value, plugin)
+    return out
+
+
+def split_targeted(items: Iterable[str], targets: Sequence[str], command: str, example: str, add_hint: str = "") -> Dict[str, Dict[str, str]]:
+    """The ``-o TARGET.KEY=VALUE`` grammar shared by every command.
+
+    items: the raw ``-o`` strings; targets: the names a TARGET may be (plugins chosen in this
+    command, e.g. "encoder" or a metric name). Returns {target: {key: value}}. Errors are
+    ``PluginOptionError`` with the closest target (did-you-mean) and ``add_hint`` (how to choose
+    another plugin) for a target that is not chosen.
+    """
+    out: Dict[str, Dict[str, str]] = {}
+    for item in items:
+        lhs, eq, _ = item.partition("=")
+        target, dot, key = lhs.partition(".")
+        if not eq or not dot or not key.strip() or not target.strip():
+            guess = f" (did you mean -o {targets[0]}.{item}?)" if len(targets) == 1 and eq and not dot else ""
+            raise PluginOptionError(
+                f"{command} -o {item!r}: expected TARGET.KEY=VALUE with TARGET one of {', '.join(targets) or 'none'}{guess}, e.g. {example}"
+            )
+        target = target.strip()
+        if target not in targets:
+            close = difflib.get_close_matches(target, list(targets), n=1, cutoff=0.6)
+            if close:
+                hint = f" Did you mean {close[0]!r}?"
+            else:
+                hint = f" {add_hint.format(target=target)}" if add_hint else ""
+            raise PluginOptionError(
+                f"{command} -o {item!r}: {target!r} is not one of the targets of this command ({', '.join(targets) or 'none'}).{hint}"
+            )
+        out.setdefault(target, {}).update(parse_assignments([item[len(target) + 1:]], what=f"-o {target}"))
     return out
 
 

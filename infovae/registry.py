@@ -6,7 +6,11 @@ register is recorded (and warned about) while the rest keep working, unless
 ``INFOVAE_STRICT_PLUGINS=1``. ``INFOVAE_LOAD_PLUGINS`` (comma-separated
 entry-point or distribution names) restricts which third-party plugins load;
 set to the empty string it loads none. Torch-free: factories given as import
-strings are imported only when a plugin is built.
+strings are imported only when a plugin is built, and listing never imports them
+(a plugin that declares no ``options=`` and registers an import string is listed
+with its options "undeclared"; they are read from the factory's signature when it
+is built). An outside registration module that takes more than
+``SLOW_IMPORT_SECONDS`` to import is named in a warning with its import time.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import difflib
 import importlib
 import inspect
 import os
+import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -23,16 +28,33 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import pluggy
 
 from . import hookspecs
-from .errors import DuplicatePluginError, PluginError, PluginLoadError, UnknownPluginError
+from .errors import DuplicatePluginError, PluginBuildError, PluginError, PluginLoadError, PluginWarning, UnknownPluginError
 from .options import Option, normalize_options, options_from_signature, resolve_options
 from .spec import DATA_KINDS
 
-KINDS: Tuple[str, ...] = ("divergences", "encoders", "decoders", "samplers", "datasets")
-SINGULAR = {"divergences": "divergence", "encoders": "encoder", "decoders": "decoder", "samplers": "sampler", "datasets": "dataset"}
+KINDS: Tuple[str, ...] = ("divergences", "encoders", "decoders", "samplers", "datasets", "metrics")
+SINGULAR = {
+    "divergences": "divergence", "encoders": "encoder", "decoders": "decoder", "samplers": "sampler",
+    "datasets": "dataset", "metrics": "metric",
+}
 # Leading positional arguments a factory of each kind receives before its options.
-CONTEXT_ARGS = {"divergences": (), "encoders": ("spec", "latent_dim"), "decoders": ("spec", "latent_dim"), "samplers": (), "datasets": ()}
+CONTEXT_ARGS = {
+    "divergences": (), "encoders": ("spec", "latent_dim"), "decoders": ("spec", "latent_dim"), "samplers": (),
+    "datasets": (), "metrics": (),
+}
 ENTRY_POINT_GROUP = "infovae"
 BUILTIN_DISTRIBUTION = "infovae"
+# An outside registration module slower than this to import is named in a warning (seconds).
+SLOW_IMPORT_SECONDS = 0.1
+INSTALL_HINT = (
+    "If it comes from a package, check that the package is installed in this environment (reinstall it with pip) "
+    "and that its pyproject.toml declares the module under [project.entry-points.infovae]."
+)
+
+
+def warn(message: str) -> None:
+    """A ``PluginWarning`` without a source line (the line in infovae would only distract)."""
+    warnings.warn_explicit(message, PluginWarning, filename="infovae", lineno=0, module="infovae")
 
 
 def _kind(kind: str) -> str:
@@ -95,12 +117,29 @@ class PluginInfo:
 
     @property
     def options(self) -> Tuple[Option, ...]:
+        """Declared options, else those of the factory's signature (imports an import-string factory)."""
         if self.declared_options is not None:
             return self.declared_options
-        return tuple(options_from_signature(self.load(), skip=len(CONTEXT_ARGS[self.kind])))
+        try:
+            return tuple(options_from_signature(self.load(), skip=len(CONTEXT_ARGS[self.kind])))
+        except TypeError as exc:
+            raise PluginError(f"{SINGULAR[self.kind]} {self.name!r} from {self.source.describe()}: {exc}") from None
+
+    def listed_options(self) -> Optional[Tuple[Option, ...]]:
+        """Options for listing, without importing anything: None when they are undeclared
+        (an import-string factory and no ``options=``)."""
+        if self.declared_options is not None or not callable(self.factory):
+            return self.declared_options
+        return self.options
 
     def to_json(self) -> Dict[str, Any]:
-        return {
+        """A JSON-able description; never raises (a problem is reported under "error")."""
+        error = None
+        try:
+            opts = self.listed_options()
+        except Exception as exc:  # noqa: BLE001 - listing must never fail
+            opts, error = None, f"{type(exc).__name__}: {exc}"
+        out = {
             "kind": self.kind,
             "name": self.name,
             "summary": self.summary,
@@ -110,8 +149,12 @@ class PluginInfo:
             "module": self.source.module,
             "builtin": self.source.builtin,
             "supports": list(self.supports) if self.supports is not None else None,
-            "options": [o.to_json() for o in self.options],
+            "options": None if opts is None else [o.to_json() for o in opts],
+            "options_declared": opts is not None,
         }
+        if error is not None:
+            out["error"] = error
+        return out
 
 
 @dataclass(frozen=True)
@@ -136,7 +179,7 @@ def _summary_of(factory: Union[str, Callable[..., Any]]) -> str:
 
 
 class Registry:
-    """All plugins of the five kinds, with lookup, description and construction.
+    """All plugins of the six kinds, with lookup, description and construction.
 
     ``Registry()`` loads the entry points at once; ``Registry(entry_points=False)``
     starts empty (tests then add plugins with ``register_plugin``).
@@ -148,6 +191,8 @@ class Registry:
         self._plugins: Dict[str, Dict[str, PluginInfo]] = {k: {} for k in KINDS}
         self._sources: Dict[str, PluginSource] = {}
         self.failures: List[PluginFailure] = []
+        # (entry point, distribution, version, module, seconds) of outside registration modules slow to import.
+        self.slow: List[Dict[str, Any]] = []
         if entry_points:
             self.load_entry_points()
 
@@ -167,10 +212,23 @@ class Registry:
             if self.pm.has_plugin(plugin_name):
                 continue
             try:
+                t0 = time.perf_counter()
                 obj = ep.load()
-                self.register_plugin(obj, name=plugin_name, distribution=dist, version=version)
+                seconds = time.perf_counter() - t0
+                if not builtin and seconds > SLOW_IMPORT_SECONDS:
+                    self.slow.append({"name": ep.name, "distribution": dist, "version": version, "module": ep.value, "seconds": round(seconds, 3)})
+                    warn(
+                        f"infovae: plugin {ep.name!r} from {dist} {version}: importing its registration module "
+                        f"{ep.value!r} took {seconds:.2f} s, which every infovae command pays. Keep that module free of "
+                        f"heavy imports (torch): register factories as import strings 'module:attribute'."
+                    )
+                rejected = self.register_plugin(obj, name=plugin_name, distribution=dist, version=version, on_collision="skip")
+                for message in rejected:
+                    self.failures.append(PluginFailure(ep.name, dist, version, message, ""))
+                    warn(f"infovae: {message}")
             except Exception as exc:  # noqa: BLE001 - isolation is the point
-                failure = PluginFailure(ep.name, dist, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                text = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+                failure = PluginFailure(ep.name, dist, version, text, traceback.format_exc())
                 if strict:
                     raise PluginLoadError(
                         f"plugin {ep.name!r} from {dist} {version} failed to load ({failure.error}). "
@@ -178,11 +236,9 @@ class Registry:
                         f"{failure.traceback}"
                     ) from exc
                 self.failures.append(failure)
-                warnings.warn(
+                warn(
                     f"infovae: plugin {ep.name!r} from {dist} {version} failed to load and was skipped: "
-                    f"{failure.error}. Run 'infovae plugins' for details; set INFOVAE_STRICT_PLUGINS=1 to make this fatal.",
-                    RuntimeWarning,
-                    stacklevel=2,
+                    f"{failure.error}. Run 'infovae plugins' for details; set INFOVAE_STRICT_PLUGINS=1 to make this fatal."
                 )
 
     def register_plugin(
@@ -191,35 +247,66 @@ class Registry:
         name: Optional[str] = None,
         distribution: Optional[str] = None,
         version: Optional[str] = None,
-    ) -> str:
-        """Register a plugin object (a module or class with hookimpls); returns its name.
+        on_collision: str = "raise",
+    ):
+        """Register a plugin object (a module or class with hookimpls).
 
-        Nothing is kept when any of its registrations fails: a misspelt hook name,
-        a bad registration, or a name another plugin already registered.
+        Nothing is kept when any of its registrations fails: a misspelt hook name
+        (with a did-you-mean), a bad registration. A name that another plugin already
+        registered for the same kind raises ``DuplicatePluginError`` (``on_collision="raise"``,
+        the default; returns the pluggy name), or, with ``on_collision="skip"``, rejects
+        only that name and returns the list of messages for the rejected names.
         """
         pname = self.pm.register(plugin, name=name)
         if pname is None:
             raise PluginError(f"plugin {name or plugin!r} is already registered or blocked")
+        rejected: List[str] = []
         try:
-            self.pm.check_pending()
+            self._check_hook_names(plugin, pname)
             module = getattr(plugin, "__name__", None) if inspect.ismodule(plugin) else type(plugin).__module__ if not inspect.isclass(plugin) else plugin.__module__
             source = PluginSource(pname, distribution, version, module)
             collected = self._collect(plugin, source)
             for kind, entries in collected.items():
-                for n, info in entries.items():
-                    if n in self._plugins[kind]:
-                        other = self._plugins[kind][n].source
-                        raise DuplicatePluginError(
-                            f"{SINGULAR[kind]} {n!r} is registered twice: by {other.describe()} and by "
-                            f"{source.describe()}. Uninstall one of them, or restrict loading with INFOVAE_LOAD_PLUGINS."
+                for n in list(entries):
+                    if n not in self._plugins[kind]:
+                        continue
+                    other = self._plugins[kind][n].source
+                    if on_collision == "skip":
+                        if other.builtin:
+                            taken, fix = f"the built-in {SINGULAR[kind]} {n!r}", "rename it in that package (built-in names cannot be replaced)"
+                        else:
+                            taken = f"the {SINGULAR[kind]} {n!r} of {other.describe()}"
+                            fix = "rename one of them, uninstall one package, or load only one with INFOVAE_LOAD_PLUGINS"
+                        rejected.append(
+                            f"{SINGULAR[kind]} {n!r} from {source.describe()} was not registered: the name is taken by "
+                            f"{taken}; {fix}. Its other plugins are registered."
                         )
+                        del entries[n]
+                        continue
+                    raise DuplicatePluginError(
+                        f"{SINGULAR[kind]} {n!r} is registered twice: by {other.describe()} and by "
+                        f"{source.describe()}. Uninstall one of them, or restrict loading with INFOVAE_LOAD_PLUGINS."
+                    )
         except Exception:
             self.pm.unregister(name=pname)
             raise
         for kind, entries in collected.items():
             self._plugins[kind].update(entries)
         self._sources[pname] = source
-        return pname
+        return rejected if on_collision == "skip" else pname
+
+    def _check_hook_names(self, plugin: Any, pname: str) -> None:
+        """Every hookimpl of ``plugin`` names a known hook; a misspelt one gets a did-you-mean."""
+        known = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+        for attr in dir(plugin):
+            fn = getattr(plugin, attr, None)
+            if not callable(fn) or self.pm.parse_hookimpl_opts(plugin, attr) is None:
+                continue
+            if attr not in known:
+                close = difflib.get_close_matches(attr, known, n=1, cutoff=0.6)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise PluginError(f"plugin {pname!r} implements an unknown hook {attr!r}.{hint} Hooks are {', '.join(known)}.")
+        self.pm.check_pending()
 
     def unregister_plugin(self, name: str) -> None:
         """Remove a plugin registered under ``name`` and everything it registered."""
@@ -285,8 +372,9 @@ class Registry:
         close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         avail = ", ".join(sorted(table)) or "none"
-        failed = f" ({len(self.failures)} plugin(s) failed to load: see 'infovae plugins')" if self.failures else ""
-        raise UnknownPluginError(f"unknown {SINGULAR[kind]} {name!r}.{hint} Available: {avail}.{failed}")
+        failed = f" ({len(self.failures)} plugin(s) failed to load: see 'infovae plugins')." if self.failures else ""
+        install = "" if close else f" {INSTALL_HINT}"
+        raise UnknownPluginError(f"unknown {SINGULAR[kind]} {name!r}.{hint} Available: {avail}.{failed}{install}")
 
     def find(self, name: str) -> List[PluginInfo]:
         """Every plugin of any kind with this name."""
@@ -304,7 +392,35 @@ class Registry:
         if len(context) != len(expected):
             raise TypeError(f"{SINGULAR[info.kind]} factories take {len(expected)} context argument(s) ({', '.join(expected) or 'none'}), got {len(context)}")
         resolved = self.resolve_options(info.kind, name, options)
-        return info.load()(*context, **resolved)
+        factory = info.load()
+        try:
+            return factory(*context, **resolved)
+        except PluginError:
+            raise  # the plugin's own option checks: already one line naming the option
+        except Exception as exc:  # noqa: BLE001 - the boundary: name the plugin and its package
+            raise PluginBuildError(
+                f"{describe_plugin(info)}: its factory raised {type(exc).__name__}: {exc}. "
+                f"This is a bug in {_owner(info)} or an option it does not accept; run with --debug for the traceback."
+            ) from exc
+
+
+def _owner(info: PluginInfo) -> str:
+    if info.source.builtin:
+        return "infovae (please report it)"
+    if info.source.distribution:
+        return f"the package {info.source.distribution} {info.source.version or ''}".rstrip() + " (report it to its authors, or uninstall it)"
+    return f"the in-process plugin {info.source.plugin!r}"
+
+
+def describe_plugin(info: PluginInfo) -> str:
+    """"divergence 'energy' (infovae-energy-distance 0.1.0)": what error messages call a plugin."""
+    if info.source.builtin:
+        where = "built-in"
+    elif info.source.distribution:
+        where = f"{info.source.distribution} {info.source.version or ''}".strip()
+    else:
+        where = f"in-process plugin {info.source.plugin!r}"
+    return f"{SINGULAR[info.kind]} {info.name!r} ({where})"
 
 
 _REGISTRY: Optional[Registry] = None

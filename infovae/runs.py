@@ -52,7 +52,7 @@ class TrainerConfig:
     """Optimisation settings. Units: lr per step, batch in examples."""
 
     batch_size: int = 64
-    epochs: int = 20
+    epochs: int = 100  # the CLI's --epochs default reads this
     steps: Optional[int] = None  # when set, overrides epochs: total optimiser steps
     lr: float = 1e-3
     betas: Tuple[float, float] = (0.9, 0.999)

@@ -116,12 +116,10 @@ class Trainer:
         self.total_steps = t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
         self.step = 0
         if t.track:
-            from .metrics import METRICS
+            from .metrics import build_metrics
 
-            unknown = [n for n in t.track.split(",") if n.strip() and n.strip() not in METRICS]
-            if unknown:
-                raise PluginOptionError(f"cannot track unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-            labelled = [n for n in t.track.split(",") if n.strip() in ("class-distribution", "semi-supervised")]
+            tracked = build_metrics(t.track, reg=self.registry)  # unknown names fail here, with a did-you-mean
+            labelled = [n for n, m in tracked.items() if getattr(m, "needs_labels", False)]
             if labelled:
                 raise PluginOptionError(f"metric(s) {', '.join(labelled)} need labels and cannot be tracked during training; use 'infovae evaluate'")
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if t.amp == "bf16" else nullcontext()
@@ -252,7 +250,7 @@ class Trainer:
         options = {"num_samples": t.track_nll_samples} if "nll" in names else {}
         g = torch.Generator(device=self.device).manual_seed(t.seed + 2)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            results = evaluate_metrics(self.model, x, names, generator=g, batch_size=1024, **options)
+            results = evaluate_metrics(self.model, x, names, generator=g, batch_size=1024, reg=self.registry, **options)
         self.model.train()
         out = {}
         for name, res in results.items():

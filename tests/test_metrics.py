@@ -343,6 +343,23 @@ def test_class_cross_entropy_formula_and_gibbs_inequality(data, samples):
     assert res["cross_entropy"] >= res["entropy"] - 1e-12
     same = class_cross_entropy(data, data * 3, 5)  # each label repeated: the same histogram
     assert same["cross_entropy"] == pytest.approx(same["entropy"], rel=1e-12, abs=1e-15)
+    assert abs(same["kl"]) < 1e-12
+    assert res["kl"] == pytest.approx(res["cross_entropy"] - res["entropy"], rel=1e-9, abs=1e-12)
+
+
+def test_class_histograms_in_closed_form_paper_l_ce():
+    """The paper's l_ce(c, c_hat) = -c^T (log c_hat - log c) = KL(c || c_hat), on histograms known exactly."""
+    uniform = list(range(10)) * 7
+    res = class_cross_entropy(uniform, list(range(10)) * 3, 10)
+    assert res["kl"] == 0.0  # matched histograms: the paper reads 0 ...
+    assert res["cross_entropy"] == pytest.approx(math.log(10), rel=1e-12)  # ... the cross entropy reads log 10 = 2.3026
+    # c = (1/2, 1/2), c_hat = (1/4, 3/4): KL = 1/2 log 2 + 1/2 log(2/3) = 1/2 log(4/3)
+    res = class_cross_entropy([0, 1], [0, 1, 1, 1], 2)
+    assert res["kl"] == pytest.approx(0.5 * math.log(4 / 3), rel=1e-12)
+    assert res["entropy"] == pytest.approx(math.log(2), rel=1e-12)
+    # c = (1, 0, 0), c_hat = (1/2, 1/4, 1/4): KL = log 2; classes absent from the data do not count
+    res = class_cross_entropy([0, 0, 0], [0, 0, 1, 2], 3)
+    assert res["kl"] == pytest.approx(math.log(2), rel=1e-12) and res["entropy"] == 0.0
 
 
 PATTERNS = [[1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]]
@@ -361,15 +378,16 @@ def pattern_data(n=1000):
     return x, labels
 
 
-def test_class_distribution_equals_entropy_when_samples_match_the_data():
+def test_class_distribution_is_near_zero_when_samples_match_the_data():
     x, labels = pattern_data()
     n_gen = 30000
     res = METRICS["class-distribution"](pattern_model(), x, labels=labels, num_generated=n_gen, pseudo_count=0.0)
     H = -sum(p * math.log(p) for p in PROBS)
     assert res["entropy"] == pytest.approx(H, rel=1e-12)
     assert res["classifier_accuracy"] == 1.0
-    # value = H + KL(p || p_hat) with 2 n KL ~ chi^2(2) (mean 2): 0.002 is 60 times its mean.
-    assert H - 1e-12 <= res["value"] < H + 0.002
+    # value = l_ce = KL(p || p_hat) with 2 n KL ~ chi^2(2) (mean 2): 0.002 is 60 times its mean.
+    assert 0.0 <= res["value"] < 0.002
+    assert res["cross_entropy"] == pytest.approx(res["value"] + H, rel=1e-9)
     assert res["num_generated"] == n_gen and res["classifier_train"] + res["classifier_test"] == 1000
 
 
@@ -379,8 +397,9 @@ def test_class_distribution_penalises_a_collapsed_sampler():
     model.decoder.edges.fill_(2.0)  # every sample lands in class 0
     n = 5000
     res = METRICS["class-distribution"](model, x, labels=labels, num_generated=n)  # pseudo_count 1
-    q = np.array([n + 1, 1, 1]) / (n + 3)
-    assert res["value"] == pytest.approx(-(np.array(PROBS) * np.log(q)).sum(), rel=1e-12)
+    q, c = np.array([n + 1, 1, 1]) / (n + 3), np.array(PROBS)
+    assert res["value"] == pytest.approx((c * (np.log(c) - np.log(q))).sum(), rel=1e-12)
+    assert res["cross_entropy"] == pytest.approx(-(c * np.log(q)).sum(), rel=1e-12)
     with pytest.raises(FloatingPointError, match="never appears"):
         METRICS["class-distribution"](model, x, labels=labels, num_generated=100, pseudo_count=0.0)
 

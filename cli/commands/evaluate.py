@@ -1,52 +1,57 @@
-"""``infovae evaluate``: the paper's metrics on a trained run."""
+"""``infovae evaluate``: metric plugins (the paper's metrics and any installed ones) on a trained run."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from infovae.options import parse_assignments
-
 from .common import echo_json, friendly_errors
 
 DEFAULT_METRICS = "reconstruction,kl,mmd-prior,logdet-cov,mutual-information,active-units"
 
 
-def _coerce(value: str):
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(value.lower(), value)
+def choose_subset(n: int, limit, first: bool, seed: int):
+    """Indices of the examples to score: all (None), the first ``limit``, or a seeded random
+    ``limit`` of them (sorted), drawn with ``torch.randperm`` from a generator seeded with ``seed``."""
+    import torch
+
+    if limit is None or limit >= n:
+        return None
+    if first:
+        return torch.arange(limit)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--metrics", "-m", default=DEFAULT_METRICS, show_default=True, help="Comma-separated metric names (also: nll, class-distribution, semi-supervised).")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Metric option, e.g. num_samples=1000 for nll (repeatable).")
+@click.option("--metrics", "-m", default=DEFAULT_METRICS, show_default=True, help="Comma-separated metric plugins (also: nll, class-distribution, semi-supervised; 'infovae plugins --kind metrics').")
+@click.option("--option", "-o", "options", multiple=True, metavar="METRIC.KEY=VALUE", help="Metric option, e.g. -o nll.num_samples=5000 (repeatable; 'infovae plugins show nll' lists them).")
 @click.option("--split", default="test", show_default=True, help="Data split to score.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Score only the first N examples of the split.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Score N examples of the split: a random subset drawn with --seed (recorded in evaluation.json), or the first N with --first.")
+@click.option("--first", is_flag=True, help="With --limit: take the first N examples instead of a random subset (sorted splits give skewed subsets).")
 @click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the metrics' randomness and the --limit subset.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--save/--no-save", default=True, show_default=True, help="Also write RUN/evaluation.json.")
 @friendly_errors
-def evaluate(run, metrics, options, split, limit, batch_size, seed, device, as_json, save):
-    """Score a trained run with the paper's metrics (nats unless stated).
+def evaluate(run, metrics, options, split, limit, first, batch_size, seed, device, as_json, save):
+    """Score a trained run with metric plugins (nats unless stated).
 
     \b
     Default metrics: -E_q log p(x|z) (reconstruction), mean KL(q(z|x)||p(z)),
     MMD^2 between q(z) and p(z) over the whole split, log det Cov[q(z)] / dim,
     the mutual information I_q(x; z) (appendix B.2 estimator, bounded by log M),
-    and the number of active units.
+    and the number of active units. class-distribution reports the paper's
+    l_ce = KL(c || c_hat) (0 when the class histograms match); the cross entropy
+    and the data's entropy are details.
 
     \b
     Examples:
       infovae evaluate runs/default
-      infovae evaluate runs/default --metrics nll -o num_samples=1000 --json
+      infovae evaluate runs/default --metrics nll -o nll.num_samples=5000 --json
       infovae evaluate runs/mnist --metrics semi-supervised,class-distribution
+      infovae evaluate runs/mnist --limit 1000            # a seeded random 1000 of the test split
     """
     import torch
 
@@ -54,25 +59,37 @@ def evaluate(run, metrics, options, split, limit, batch_size, seed, device, as_j
     from infovae.api import load_run
     from infovae.build import create_dataset
     from infovae.io import atomic_write_json
-    from infovae.metrics import evaluate_metrics
+    from infovae.metrics import build_metrics, evaluate_metrics, parse_names
+    from infovae.options import split_targeted
 
-    opts = {k: _coerce(v) for k, v in parse_assignments(options, what="metric option").items()}
+    if first and limit is None:
+        raise click.BadParameter("--first takes the first N examples of --limit N; give --limit too", param_hint="--first")
     reg = infovae.registry()
-    spec, model, _ = load_run(run, device=device, reg=reg)
+    names = parse_names(metrics)
+    per_metric = split_targeted(options, names, "evaluate", "-o nll.num_samples=5000",
+                                add_hint="Add it to --metrics first (e.g. --metrics {target}), or see 'infovae plugins --kind metrics'.")
+    build_metrics(names, per_metric, reg=reg)  # names and options checked before the run is loaded
+    spec, model, _ = load_run(run, device=device, reg=reg, with_objective=False)
     ds = create_dataset(reg, spec.dataset)
     if split not in ds.splits:
         raise click.BadParameter(f"data set has no split {split!r}; it has {', '.join(ds.splits)}", param_hint="--split")
     x = ds.split(split)
     labels = ds.labels(split)
-    if limit is not None:
-        x = x[:limit]
-        labels = labels[:limit] if labels is not None else None
+    n_split = int(x.shape[0])
+    subset = choose_subset(n_split, limit, first, seed)
+    if subset is not None:
+        x = x[subset]
+        labels = labels[subset] if labels is not None else None
     gen = torch.Generator(device=model.device).manual_seed(seed)
     try:
-        results = evaluate_metrics(model, x, metrics, labels=labels, generator=gen, batch_size=batch_size, **opts)
+        results = evaluate_metrics(model, x, names, labels=labels, generator=gen, batch_size=batch_size, options=per_metric, reg=reg)
     except (ValueError, TypeError, FloatingPointError) as exc:
         raise click.ClickException(f"cannot evaluate {run}: {exc}") from None
-    report = {"run": str(run), "split": split, "examples": int(x.shape[0]), "metrics": results}
+    report = {"run": str(run), "split": split, "examples": int(x.shape[0]), "split_examples": n_split}
+    if subset is not None:
+        report["subset"] = {"method": "first" if first else "random", "seed": None if first else seed,
+                            "indices": subset.tolist()}
+    report["metrics"] = results
     if save:
         atomic_write_json(Path(run) / "evaluation.json", report)
     if as_json:
@@ -81,7 +98,8 @@ def evaluate(run, metrics, options, split, limit, batch_size, seed, device, as_j
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{run} ({split}, {x.shape[0]} examples)", title_justify="left")
+    how = "" if subset is None else f", {'first' if first else 'random'} {x.shape[0]} of {n_split}"
+    table = Table(title=f"{run} ({split}, {x.shape[0]} examples{how})", title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     table.add_column("details")

@@ -7,6 +7,9 @@ import click
 
 from .common import echo_json, friendly_errors
 
+# The paper's Figure 1 pairs ancestral samples with the Markov chain of Proposition 1.
+DEFAULT_SAMPLERS = ("ancestral", "markov-chain")
+
 
 def _series(records, prefix):
     keys = sorted({k for r in records for k in r if k.startswith(prefix) and "/" not in k[len(prefix):]})
@@ -21,14 +24,15 @@ def _series(records, prefix):
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "-O", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG to write (default RUN/figure.png).")
-@click.option("--samples/--no-samples", default=True, show_default=True, help="Include ancestral and Markov-chain sample grids (needs the model).")
+@click.option("--samples/--no-samples", default=True, show_default=True, help="Include sample grids (needs the model).")
+@click.option("--sampler", "-s", "samplers", multiple=True, metavar="NAME", help="Sampler plugin of a grid (repeatable). Default: ancestral and markov-chain, the paper's Figure 1.")
+@click.option("--option", "-o", "options", multiple=True, metavar="SAMPLER.KEY=VALUE", help="Sampler option, e.g. -o markov-chain.steps=20 (repeatable).")
 @click.option("--n", "n", type=click.IntRange(1), default=64, show_default=True, help="Samples per grid.")
-@click.option("--chain-steps", type=click.IntRange(1), default=10, show_default=True, help="Markov-chain transitions.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
-def plot(run, out, samples, n, chain_steps, seed, device, as_json):
+def plot(run, out, samples, samplers, options, n, seed, device, as_json):
     """Draw a run's Figure 1: ancestral and Markov-chain samples, loss terms,
     mutual information and NLL per epoch (train with --track mutual-information,nll).
 
@@ -36,10 +40,26 @@ def plot(run, out, samples, n, chain_steps, seed, device, as_json):
     Examples:
       infovae plot runs/default
       infovae plot runs/mmd --out mmd.png --no-samples
+      infovae plot runs/ae -s markov-chain -o markov-chain.steps=50
     """
     from infovae.plotting import hstack, line_chart, titled, vstack
     from infovae.runs import load_spec, read_metrics
 
+    samplers = list(dict.fromkeys(samplers or DEFAULT_SAMPLERS))
+    if samples:
+        import infovae
+        from infovae.options import split_targeted
+
+        reg = infovae.registry()
+        for name in samplers:
+            reg.info("samplers", name)
+        sampler_opts = split_targeted(options, samplers, "plot", "-o markov-chain.steps=20",
+                                      add_hint="Add it with --sampler {target}.")
+        built = {name: reg.create("samplers", name, sampler_opts.get(name, {})) for name in samplers}
+        data_driven = [name for name, fn in built.items() if getattr(fn, "needs_data", False)]
+        if data_driven:
+            raise click.BadParameter(f"sampler(s) {', '.join(data_driven)} start from data; plot draws from the model alone "
+                                     f"(use 'infovae sample' for them)", param_hint="--sampler")
     spec = load_spec(run)
     records = [r for r in read_metrics(run) if "epoch" in r]
     if not records:
@@ -59,20 +79,18 @@ def plot(run, out, samples, n, chain_steps, seed, device, as_json):
     if samples:
         import torch
 
-        import infovae
         from infovae.api import load_run
         from infovae.images import grid_array
         from PIL import Image
 
-        reg = infovae.registry()
-        _, model, _ = load_run(run, device=device, reg=reg)
-        g = torch.Generator(device=model.device).manual_seed(seed)
-        anc = reg.create("samplers", "ancestral")(model, n, generator=g)
-        mc = reg.create("samplers", "markov-chain", {"steps": chain_steps, "start": "noise"})(model, n, generator=g)
-        for title, x in (("ancestral samples", anc), (f"Markov chain, {chain_steps} steps from noise", mc)):
-            arr = grid_array(infovae.from_model(x, spec.data).cpu(), nrow=8)
+        _, model, _ = load_run(run, device=device, reg=reg, with_objective=False)
+        for name, fn in built.items():
+            g = torch.Generator(device=model.device).manual_seed(seed)
+            x = fn(model, n, generator=g)
+            cols = getattr(fn, "grid_columns", None) or 8
+            arr = grid_array(infovae.from_model(x, spec.data).cpu(), nrow=cols)
             img = Image.fromarray(arr).resize((arr.shape[1] * 2, arr.shape[0] * 2), Image.NEAREST) if arr.shape[0] < 200 else Image.fromarray(arr)
-            panels.insert(-1, titled(img, title))
+            panels.insert(-1, titled(img, f"{name} samples"))
     fig = hstack(panels)
     out = out or Path(run) / "figure.png"
     import io

@@ -1,4 +1,8 @@
-"""``infovae plugins``: list, describe plugins; failures are shown, never fatal."""
+"""``infovae plugins``: list, describe plugins; failures are shown, never fatal.
+
+Listing imports no plugin implementation: options of an import-string factory that
+declares none are shown as undeclared. ``--json`` always prints valid JSON, with load
+failures, per-plugin errors and slow registration modules inside it."""
 from __future__ import annotations
 
 import click
@@ -34,17 +38,15 @@ def plugins(ctx, kind, as_json):
     """
     if ctx.invoked_subcommand is not None:
         return
-    reg = infovae.registry()
     kind = _kind(kind)
     kinds = KINDS if kind is None else (kind,)
     if as_json:
-        echo_json(
-            {
-                "plugins": {k: [i.to_json() for i in reg.plugins(k)] for k in kinds},
-                "failed": [f.to_json() for f in reg.failures],
-            }
-        )
+        out = listing_json(kinds)
+        echo_json(out)
+        if out.get("fatal"):
+            ctx.exit(1)  # strict mode: the JSON says why
         return
+    reg = infovae.registry()
     from rich.console import Console
     from rich.table import Table
 
@@ -67,6 +69,20 @@ def plugins(ctx, kind, as_json):
         for f in reg.failures:
             table.add_row(f.name, f"{f.distribution or '?'} {f.version or ''}".strip(), f.error)
         console.print(table)
+
+
+def listing_json(kinds):
+    """The listing as JSON; never raises (even strict mode's failure is reported inside it)."""
+    try:
+        reg = infovae.registry()
+    except Exception as exc:  # noqa: BLE001 - listing must always produce JSON
+        return {"plugins": {k: [] for k in kinds}, "failed": [{"name": None, "distribution": None, "version": None,
+                                                              "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}], "slow": [], "fatal": True}
+    return {
+        "plugins": {k: [i.to_json() for i in reg.plugins(k)] for k in kinds},
+        "failed": [f.to_json() for f in reg.failures],
+        "slow": list(reg.slow),
+    }
 
 
 @plugins.command("show")
@@ -107,13 +123,20 @@ def show(name, kind, as_json):
         console.print(f"provided by: {info.source.describe()}")
         if info.supports:
             console.print(f"supports data: {', '.join(info.supports)}")
-        opts = info.options
-        if opts:
+        try:
+            opts = info.listed_options()
+        except infovae.InfovaeError as exc:
+            console.print(f"[red]options: {exc}[/red]")
+            continue
+        if opts is None:
+            console.print("options: undeclared (the plugin registers an import string without options=; they are read from "
+                          "its factory's signature when it is built)")
+        elif opts:
             table = Table(title="options (key=value)", title_justify="left")
             for col in ("option", "type", "default", "help"):
                 table.add_column(col)
             for o in opts:
-                help_ = o.help + (f" (one of {', '.join(map(str, o.choices))})" if o.choices else "")
+                help_ = o.help + (f" (one of {', '.join(map(str, o.choices))})" if o.choices else "") + (f" ({o.bounds_text()})" if o.bounds_text() else "")
                 table.add_row(o.name, o.type_name, repr(o.default), help_)
             console.print(table)
         else:

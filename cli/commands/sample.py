@@ -5,17 +5,15 @@ from pathlib import Path
 
 import click
 
-from infovae.options import parse_assignments
-
 from .common import echo_json, friendly_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--sampler", "-s", default="ancestral", show_default=True, help="Sampler plugin.")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Sampler option (repeatable).")
+@click.option("--option", "-o", "options", multiple=True, metavar="SAMPLER.KEY=VALUE", help="Sampler option, e.g. -o markov-chain.steps=20 (repeatable).")
 @click.option("--n", "-n", "n", type=click.IntRange(1), default=64, show_default=True, help="Number of samples (chains, pairs).")
-@click.option("--fast/--no-fast", default=None, help="Autoregressive decoders: cached fast sampling or the naive loop (ancestral sampler).")
+@click.option("--fast/--no-fast", default=None, help="Samplers with a 'fast' option (autoregressive decoders): cached fast sampling or the naive loop.")
 @click.option("--split", default="test", show_default=True, help="Data split that data-driven samplers start from.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -28,7 +26,7 @@ def sample(run, sampler, options, n, fast, split, seed, device, out, as_json):
     \b
     Examples:
       infovae sample runs/default
-      infovae sample runs/default --sampler markov-chain -o steps=20 -o return_chain=true -n 8
+      infovae sample runs/default --sampler markov-chain -o markov-chain.steps=20 -o markov-chain.return_chain=true -n 8
       infovae sample runs/default --sampler reconstruct -n 16 --out recon.png
       infovae sample runs/pixelcnn --no-fast --out slow.png
       infovae sample runs/default -n 1000 --out samples.npy     # for 'infovae two-sample'
@@ -40,14 +38,24 @@ def sample(run, sampler, options, n, fast, split, seed, device, out, as_json):
     from infovae.build import create_dataset
     from infovae.images import save_grid
 
-    opts = parse_assignments(options, what="sampler option")
-    if fast is not None:
-        opts["fast"] = "yes" if fast else "no"
+    from infovae.options import split_targeted
+
     reg = infovae.registry()
+    info = reg.info("samplers", sampler)
+    opts = split_targeted(options, [sampler], "sample", f"-o {sampler}.KEY=VALUE",
+                          add_hint="Choose that sampler with --sampler {target}.").get(sampler, {})
+    if fast is not None:
+        if "fast" not in {o.name for o in info.options}:
+            raise click.BadParameter(f"sampler {sampler!r} has no 'fast' option", param_hint="--fast/--no-fast")
+        opts["fast"] = "yes" if fast else "no"
     sampler_fn = reg.create("samplers", sampler, opts)
-    spec, model, _ = load_run(run, device=device, reg=reg)
+    if not callable(sampler_fn):
+        from infovae.registry import describe_plugin
+
+        raise infovae.PluginBuildError(f"{describe_plugin(info)}: its factory returned {type(sampler_fn).__name__}, expected a callable sampler(model, n, generator, data)")
+    spec, model, _ = load_run(run, device=device, reg=reg, with_objective=False)
     data = None
-    if getattr(sampler_fn, "needs_data", True):
+    if getattr(sampler_fn, "needs_data", False):
         ds = create_dataset(reg, spec.dataset)
         if split not in ds.splits:
             raise click.BadParameter(f"data set has no split {split!r}; it has {', '.join(ds.splits)}", param_hint="--split")
@@ -57,6 +65,11 @@ def sample(run, sampler, options, n, fast, split, seed, device, out, as_json):
         x = sampler_fn(model, n, generator=gen, data=data)
     except ValueError as exc:
         raise click.ClickException(f"sampler {sampler!r}: {exc}") from None
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != tuple(spec.data.shape):
+        from infovae.registry import describe_plugin
+
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise infovae.PluginBuildError(f"{describe_plugin(info)} returned {got}; a sampler returns (n, {', '.join(map(str, spec.data.shape))}) model values")
     images = infovae.from_model(x, spec.data).cpu()
     out = out or Path(run) / "samples" / f"{sampler}.png"
     suffix = out.suffix.lower()

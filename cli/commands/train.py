@@ -9,6 +9,10 @@ from typing import Any, Dict, List, Tuple
 import click
 
 from infovae import PluginOptionError
+from infovae.runs import TrainerConfig
+
+# The trainer's defaults come from TrainerConfig alone (the Python API and the CLI agree).
+TC = TrainerConfig()
 from infovae.options import parse_assignments
 
 from .common import echo_json, friendly_errors
@@ -39,22 +43,10 @@ def parse_divergence(item: str) -> Tuple[str, float]:
 
 def split_options(items: List[str], divergence_names: List[str]) -> Dict[str, Dict[str, str]]:
     """'-o TARGET.KEY=VALUE' items -> {target: {key: value}}; targets: dataset, encoder, decoder, or a divergence."""
-    out: Dict[str, Dict[str, str]] = {}
-    for item in items:
-        target, dot, rest = item.partition(".")
-        if not dot or "=" not in rest or "=" in target:
-            raise PluginOptionError(
-                f"-o {item!r}: expected TARGET.KEY=VALUE with TARGET one of {', '.join(RESERVED_TARGETS)} or a divergence name "
-                f"(e.g. -o dataset.path=~/data, -o mmd.kernel=imq)"
-            )
-        target = target.strip()
-        if target not in RESERVED_TARGETS and target not in divergence_names:
-            raise PluginOptionError(
-                f"-o {item!r}: {target!r} is neither dataset, encoder, decoder nor one of the chosen divergences "
-                f"({', '.join(divergence_names) or 'none'}); add --divergence {target} first"
-            )
-        out.setdefault(target, {}).update(parse_assignments([rest], what=f"-o {target}"))
-    return out
+    from infovae.options import split_targeted
+
+    return split_targeted(items, list(RESERVED_TARGETS) + list(divergence_names), "train", "-o dataset.path=~/data, -o mmd.kernel=imq",
+                          add_hint="If {target} is a divergence, add --divergence {target} first.")
 
 
 def load_config(path: Path) -> Dict[str, Any]:
@@ -99,19 +91,19 @@ CONFIG_KEYS = {
 @click.option("--divergence", "-r", multiple=True, metavar="NAME[=WEIGHT]", help="Regularizer and its weight (repeatable). Default: mmd=100. Use 'none' for the plain autoencoder L_AE.")
 @click.option("--option", "-o", "options", multiple=True, metavar="TARGET.KEY=VALUE", help="Plugin option: TARGET is dataset, encoder, decoder or a divergence name (repeatable).")
 @click.option("--latent-dim", "-z", type=int, default=DEFAULTS["latent_dim"], show_default=True, help="Dimension of z.")
-@click.option("--batch-size", "-b", type=int, default=64, show_default=True)
-@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--batch-size", "-b", type=int, default=TC.batch_size, show_default=True)
+@click.option("--epochs", type=int, default=TC.epochs, show_default=True)
 @click.option("--steps", type=int, default=None, help="Total optimiser steps (overrides --epochs).")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
-@click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True, help="Mixed precision (divergences stay float32).")
-@click.option("--compile/--no-compile", "compile_", default=False, show_default=True, help="torch.compile the loss.")
-@click.option("--log-every", type=int, default=50, show_default=True, help="Steps between metric lines.")
-@click.option("--sample-every", type=int, default=0, show_default=True, help="Epochs between sample grids (0: at the end only).")
-@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps between checkpoints (0: at an epoch end once a minute has passed; Ctrl-C and the end always checkpoint).")
-@click.option("--track", default="", help="Metrics logged each epoch on validation data, e.g. mutual-information,nll (the paper's Figure 1 curves).")
+@click.option("--lr", type=float, default=TC.lr, show_default=True, help="Adam learning rate.")
+@click.option("--weight-decay", type=float, default=TC.weight_decay, show_default=True)
+@click.option("--seed", type=int, default=TC.seed, show_default=True)
+@click.option("--device", default=TC.device, show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
+@click.option("--amp", type=click.Choice(["none", "bf16"]), default=TC.amp, show_default=True, help="Mixed precision (divergences stay float32).")
+@click.option("--compile/--no-compile", "compile_", default=TC.compile, show_default=True, help="torch.compile the loss.")
+@click.option("--log-every", type=int, default=TC.log_every, show_default=True, help="Steps between metric lines.")
+@click.option("--sample-every", type=int, default=TC.sample_every, show_default=True, help="Epochs between sample grids (0: at the end only).")
+@click.option("--checkpoint-every", type=int, default=TC.checkpoint_every, show_default=True, help="Steps between checkpoints (0: at an epoch end once a minute has passed; Ctrl-C and the end always checkpoint).")
+@click.option("--track", default=TC.track, help="Metrics logged each epoch on validation data, e.g. mutual-information,nll (the paper's Figure 1 curves).")
 @click.option("--out", "-O", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True, help="Run directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this directory (--steps/--epochs may extend it).")
@@ -138,8 +130,6 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
       infovae train --config experiment.toml --epochs 5
       infovae train --resume runs/mmd --epochs 200
     """
-    from infovae.runs import TrainerConfig
-
     if resume is not None:
         changed = [p for p in ctx.params if p not in ("resume", "steps", "epochs", "as_json", "quiet")
                    and ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)]

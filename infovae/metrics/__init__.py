@@ -1,6 +1,7 @@
-"""The paper's evaluation metrics (InfoVAE section 4.2.1 and appendix B.2).
+"""The paper's evaluation metrics (InfoVAE section 4.2.1 and appendix B.2) as pure functions,
+and ``evaluate_metrics``, which runs metric plugins by name.
 
-Every metric is a function ``metric(model, x, *, [labels,] [generator,] batch_size, **options) -> dict``
+Every function here is ``metric(model, x, *, [labels,] [generator,] batch_size, **options) -> dict``
 on an ``InfoVAE``-like model (``posterior``, ``log_likelihood``, ``prior``, ``spec``, ``latent_dim``,
 ``sample``) and examples x (N, C, H, W): float model values, or stored uint8 values (converted with
 ``infovae.to_model``). Results are JSON-able dicts with the headline number under "value", its units,
@@ -8,23 +9,25 @@ and what it was computed from (standard errors, bounds, sample sizes, a short "d
 All work runs under ``torch.no_grad`` on the model's device, in batches of ``batch_size`` model
 evaluations, and is deterministic given the generator (None means seed 0).
 
-``evaluate_metrics`` runs several by name; ``METRICS`` maps names to functions.
+Metrics are the plugin kind ``metrics`` (hook ``register_metrics``): the built-ins register these
+functions with typed options (``infovae plugins --kind metrics``), and outside packages add their
+own. ``evaluate_metrics`` runs registered metrics by name; ``METRICS`` maps the built-in names to
+the functions above (for direct use).
 """
 from __future__ import annotations
 
-import difflib
-import inspect
 import zlib
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 import torch
 
+from ..errors import PluginBuildError, PluginOptionError
 from ._common import check_labels, model_device, model_values
 from .labels import class_cross_entropy, class_distribution, semi_supervised
 from .latent import active_units, kl, logdet_cov, mmd_prior, mixture_log_density, mutual_information
 from .likelihood import default_num_samples, importance_log_likelihood, nll, reconstruction
 
-METRICS: Mapping[str, Callable[..., Dict[str, Any]]] = {
+METRICS = {
     "nll": nll,
     "mutual-information": mutual_information,
     "mmd-prior": mmd_prior,
@@ -36,33 +39,64 @@ METRICS: Mapping[str, Callable[..., Dict[str, Any]]] = {
     "semi-supervised": semi_supervised,
 }
 
-#: Metrics that need class labels for the examples.
+#: Built-in metrics that need class labels (a metric plugin says so with ``needs_labels``).
 LABELLED_METRICS = frozenset({"class-distribution", "semi-supervised"})
 
-_COMMON = ("labels", "generator", "batch_size")
+
+def _registry(reg=None):
+    from ..registry import registry
+
+    return reg or registry()
 
 
-def metric_options(name: str) -> Dict[str, Any]:
-    """The options a metric takes beyond labels/generator/batch_size: name -> default."""
-    fn = _lookup(name)
-    return {
-        p.name: p.default
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _COMMON
-    }
-
-
-def _lookup(name: str) -> Callable[..., Dict[str, Any]]:
-    try:
-        return METRICS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(METRICS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown metric {name!r}{hint} Available: {', '.join(METRICS)}") from None
+def metric_options(name: str, reg=None) -> Dict[str, Any]:
+    """The options a registered metric takes: name -> default."""
+    return {o.name: o.default for o in _registry(reg).info("metrics", name).options}
 
 
 def _metric_seed(base: int, name: str) -> int:
     return (base + zlib.crc32(name.encode())) % 2**63
+
+
+def parse_names(names: Union[str, Iterable[str]]) -> list:
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def build_metrics(names: Union[str, Iterable[str]], options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                  shared: Optional[Mapping[str, Any]] = None, reg=None) -> Dict[str, Any]:
+    """Metric objects by name, every name and option checked (did-you-mean on both).
+
+    options: {metric: {key: value}}; shared: {key: value} given to every requested metric that
+    declares that key (an error when none does).
+    """
+    reg = _registry(reg)
+    names = parse_names(names)
+    if not names:
+        raise PluginOptionError(f"no metric named; choose from {', '.join(reg.names('metrics'))}")
+    infos = {name: reg.info("metrics", name) for name in names}
+    options = {k: dict(v) for k, v in (options or {}).items()}
+    stray = [t for t in options if t not in infos]
+    if stray:
+        raise PluginOptionError(f"options given for metric(s) {', '.join(stray)} that are not requested ({', '.join(names)})")
+    for key, value in (shared or {}).items():
+        takers = [n for n, i in infos.items() if key in {o.name for o in i.options}]
+        if not takers:
+            takes = "; ".join(f"{n}: {', '.join(o.name for o in i.options) or '(none)'}" for n, i in infos.items())
+            raise PluginOptionError(f"option {key!r} is not taken by any requested metric. Options by metric: {takes}")
+        for n in takers:
+            options.setdefault(n, {}).setdefault(key, value)
+    built = {}
+    for name in names:
+        metric = reg.create("metrics", name, options.get(name, {}))
+        if not callable(metric):
+            from ..registry import describe_plugin
+
+            raise PluginBuildError(f"{describe_plugin(infos[name])}: its factory returned {type(metric).__name__}, "
+                                   f"expected a callable metric(model, x, *, labels, generator, batch_size) -> dict")
+        built[name] = metric
+    return built
 
 
 def evaluate_metrics(
@@ -72,34 +106,28 @@ def evaluate_metrics(
     labels=None,
     generator: Optional[torch.Generator] = None,
     batch_size: int = 1024,
-    **options: Any,
+    *,
+    options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    reg=None,
+    **shared: Any,
 ) -> Dict[str, Dict[str, Any]]:
     """Compute the named metrics on examples x (N, C, H, W); returns {name: result dict}.
 
-    names: metric names (see ``METRICS``), as a list or one comma-separated string.
-    labels: (N,) integer class labels; required by class-distribution and semi-supervised.
+    names: registered metric names (``infovae plugins --kind metrics``), a list or one comma-separated string.
+    labels: (N,) integer class labels; required by metrics with ``needs_labels`` (class-distribution, semi-supervised).
     generator: one seed is drawn from it and each metric gets its own generator seeded from that
     seed and its name, so a metric's value does not depend on which other metrics run with it.
-    options: passed to every requested metric that takes an option of that name
-    (e.g. ``num_samples`` for nll, ``mi_points`` for mutual-information; see ``metric_options``).
+    options: per metric, ``{"nll": {"num_samples": 5000}}``.
+    shared (keyword arguments): given to every requested metric that takes an option of that name
+    (e.g. ``num_samples=`` for nll, ``mi_points=`` for mutual-information; see ``metric_options``).
     Every name, option and the labels are checked before any work starts. The model is put in eval
     mode for the duration and restored afterwards.
     """
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    names = list(dict.fromkeys(names))
-    if not names:
-        raise ValueError(f"no metric named; choose from {', '.join(METRICS)}")
-    fns = {name: _lookup(name) for name in names}
-    accepted = {name: metric_options(name) for name in names}
-    for key in options:
-        if not any(key in acc for acc in accepted.values()):
-            takes = "; ".join(f"{n}: {', '.join(acc) or '(none)'}" for n, acc in accepted.items())
-            raise ValueError(f"option {key!r} is not taken by any requested metric. Options by metric: {takes}")
+    metrics = build_metrics(names, options, shared, reg)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x = model_values(model, x)
-    needs = [n for n in names if n in LABELLED_METRICS]
+    needs = [n for n, m in metrics.items() if getattr(m, "needs_labels", False)]
     if needs:
         if labels is None:
             raise ValueError(f"metric(s) {', '.join(needs)} need class labels, and none were given for this data")
@@ -111,16 +139,17 @@ def evaluate_metrics(
     model.eval()
     results: Dict[str, Dict[str, Any]] = {}
     try:
-        for name, fn in fns.items():
-            params = inspect.signature(fn).parameters
-            kwargs = {k: v for k, v in options.items() if k in accepted[name]}
-            if "batch_size" in params:
-                kwargs["batch_size"] = batch_size
-            if "generator" in params:
-                kwargs["generator"] = torch.Generator(device=device).manual_seed(_metric_seed(base, name))
-            if "labels" in params:
-                kwargs["labels"] = labels
-            results[name] = fn(model, x, **kwargs)
+        for name, metric in metrics.items():
+            gen = torch.Generator(device=device).manual_seed(_metric_seed(base, name))
+            with torch.no_grad():
+                res = metric(model, x, labels=labels if name in needs else None, generator=gen, batch_size=batch_size)
+            if not isinstance(res, dict) or "value" not in res:
+                from ..registry import describe_plugin
+
+                what = "a dict without a 'value' key" if isinstance(res, dict) else type(res).__name__
+                raise PluginBuildError(f"{describe_plugin(_registry(reg).info('metrics', name))} returned {what}; "
+                                       f"a metric returns a dict with its headline number under 'value'")
+            results[name] = res
     finally:
         model.train(was_training)
     return results
@@ -128,6 +157,8 @@ def evaluate_metrics(
 
 __all__ = [
     "METRICS",
+    "build_metrics",
+    "parse_names",
     "LABELLED_METRICS",
     "evaluate_metrics",
     "metric_options",

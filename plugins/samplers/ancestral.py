@@ -6,6 +6,8 @@ from typing import Optional
 
 import torch
 
+from infovae import Sampler
+
 
 def decode(model, z: torch.Tensor, generator: Optional[torch.Generator], fast: str = "auto") -> torch.Tensor:
     """x ~ p(x|z), passing ``fast`` to decoders whose ``sample`` accepts it."""
@@ -15,7 +17,7 @@ def decode(model, z: torch.Tensor, generator: Optional[torch.Generator], fast: s
     return sample(z, generator=generator)
 
 
-class AncestralSampler:
+class AncestralSampler(Sampler):
     """callable(model, n, generator=None, data=None) -> (n, C, H, W) model values."""
 
     grid_columns = None

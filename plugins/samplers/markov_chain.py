@@ -11,6 +11,8 @@ from typing import Optional
 
 import torch
 
+from infovae import Sampler
+
 from .ancestral import decode
 
 
@@ -23,7 +25,7 @@ def noise_like(model, n: int, generator: Optional[torch.Generator]) -> torch.Ten
     return x if spec.kind == "binary" else x / 127.5 - 1.0
 
 
-class MarkovChainSampler:
+class MarkovChainSampler(Sampler):
     """callable(model, n, generator=None, data=None) -> x.
 
     Returns the last state (n, C, H, W), or with ``return_chain`` every state

@@ -5,10 +5,12 @@ from typing import Optional
 
 import torch
 
+from infovae import Sampler
+
 from .ancestral import decode
 
 
-class ReconstructSampler:
+class ReconstructSampler(Sampler):
     """callable(model, n, generator=None, data=None) -> (2n, C, H, W): pairs (x, x')."""
 
     grid_columns = 2
