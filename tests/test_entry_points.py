@@ -51,6 +51,7 @@ from infovae import hookimpl
 @hookimpl
 def register_divergences(register):
     register("kl", lambda: None)
+    register("toy-other", lambda: None)
 """
 
 
@@ -83,7 +84,10 @@ def test_broken_plugins_are_isolated_and_reported(plugin_path):
     assert set(failed) == {"broken", "badreg", "collides"}
     assert "this plugin is broken on purpose" in failed["broken"].error
     assert "registration exploded" in failed["badreg"].error
-    assert "registered twice" in failed["collides"].error and "toy-collides" in failed["collides"].error
+    err = failed["collides"].error
+    assert "toy-collides" in err and "taken by the built-in divergence 'kl'" in err and "rename it" in err
+    assert "INFOVAE_LOAD_PLUGINS" not in err, "restricting loading cannot resolve a clash with a built-in"
+    assert "toy-other" in reg.names("divergences"), "only the colliding name is rejected"
     assert any("INFOVAE_STRICT_PLUGINS" in str(w.message) for w in record)
     # Everything else still works, the built-in kl is untouched.
     assert reg.info("divergences", "kl").source.builtin
@@ -134,3 +138,73 @@ def test_cli_strict_mode_fails(plugin_path):
     proc = run_cli(["plugins"], plugin_path, INFOVAE_STRICT_PLUGINS="1")
     assert proc.returncode != 0
     assert "failed to load" in proc.stderr
+
+
+MISSPELT_HOOK = """
+from infovae import hookimpl
+
+@hookimpl
+def register_divergence(register):
+    register("never", lambda: None)
+"""
+SLOW = """
+import time
+time.sleep(0.25)
+from infovae import hookimpl
+
+@hookimpl
+def register_samplers(register):
+    register("toy-slow", "toy_slow_impl:make")
+"""
+UNDECLARED = """
+from infovae import hookimpl
+
+@hookimpl
+def register_divergences(register):
+    register("toy-undeclared", "toy_missing_module:Factory", summary="factory module does not exist")
+"""
+
+
+@pytest.fixture
+def boundary_path(tmp_path, monkeypatch):
+    make_distribution(tmp_path, "toy-hook", "0.4", {"hook": "toy_hook"}, {"toy_hook": MISSPELT_HOOK})
+    make_distribution(tmp_path, "toy-slow", "0.5", {"slow": "toy_slow"}, {"toy_slow": SLOW})
+    make_distribution(tmp_path, "toy-undeclared", "0.6", {"undeclared": "toy_undeclared"}, {"toy_undeclared": UNDECLARED})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for var in ("INFOVAE_LOAD_PLUGINS", "INFOVAE_STRICT_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def test_misspelt_hook_slow_module_and_undeclared_options(boundary_path):
+    with pytest.warns(RuntimeWarning) as record:
+        reg = Registry()
+    failed = {f.name: f.error for f in reg.failures}
+    assert set(failed) == {"hook"}
+    assert "unknown hook 'register_divergence'" in failed["hook"] and "Did you mean 'register_divergences'" in failed["hook"]
+    slow = {s["name"]: s for s in reg.slow}
+    assert set(slow) == {"slow"} and slow["slow"]["seconds"] >= 0.25 and slow["slow"]["distribution"] == "toy-slow"
+    assert any("took 0.2" in str(w.message) and "toy_slow" in str(w.message) for w in record)
+    info = reg.info("divergences", "toy-undeclared")
+    assert info.listed_options() is None  # listing never imports the (missing) factory module
+    as_json = info.to_json()
+    assert as_json["options"] is None and as_json["options_declared"] is False and "error" not in as_json
+    from infovae import PluginError
+
+    with pytest.raises(PluginError, match="toy_missing_module"):
+        reg.create("divergences", "toy-undeclared")
+
+
+def test_cli_json_and_warnings_with_boundary_plugins(boundary_path):
+    proc = run_cli(["plugins", "--json"], boundary_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [f["name"] for f in out["failed"]] == ["hook"]
+    assert [s["name"] for s in out["slow"]] == ["slow"]
+    und = [p for p in out["plugins"]["divergences"] if p["name"] == "toy-undeclared"][0]
+    assert und["options"] is None
+    # warnings are one line each, without Python's source-line decoration
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("warning: infovae:") for line in lines), proc.stderr
+    unknown = run_cli(["train", "-r", "toy-nothing", "--out", str(boundary_path / "run")], boundary_path)
+    assert unknown.returncode == 1 and "[project.entry-points.infovae]" in unknown.stderr and "Traceback" not in unknown.stderr
