@@ -37,7 +37,8 @@ class Divergence(nn.Module):
     - ``two_sample(x, y)``: the divergence between two samples (n, D), (m, D);
       contract tests check ``properties`` on it.
     - ``has_value``: False when forward returns a surrogate whose value means
-      nothing (Stein); the trainer then logs it as such.
+      nothing (Stein): the objective then uses only its gradient, never logs it
+      as a term, and keeps it out of the logged loss (see ``infovae.Objective``).
     - Own trainable state (e.g. a discriminator): return an optimizer from
       ``configure_optimizer()`` and implement ``update(z, prior, optimizer)``;
       the trainer calls it after each model step, on that step's codes z

@@ -48,6 +48,11 @@ class Objective(nn.Module):
 
         terms: "reconstruction" and each divergence's unweighted value (0-dim,
         detached); z: (B, D) the codes used.
+
+        A divergence with ``has_value = False`` (Stein's surrogate) contributes its gradient
+        but no value: it is not among the terms, and it enters the loss as
+        ``weight * (s - s.detach())``, which is 0 in value and has the surrogate's gradient,
+        so the logged loss is the sum of the terms that mean something.
         """
         q = model.posterior(x)
         z = q.rsample()
@@ -58,6 +63,9 @@ class Objective(nn.Module):
             value = div(z, q, model.prior)
             if value.dim() != 0:
                 raise RuntimeError(f"divergence {name!r} returned shape {tuple(value.shape)}; divergences return a 0-dim tensor")
-            loss = loss + self.weights[name] * value.float()
-            terms[name] = value.detach()
+            if getattr(div, "has_value", True):
+                loss = loss + self.weights[name] * value.float()
+                terms[name] = value.detach()
+            else:
+                loss = loss + self.weights[name] * (value.float() - value.float().detach())
         return loss, terms, z

@@ -77,7 +77,7 @@ def probe_divergence(reg: Registry, name: str, div, z: torch.Tensor, posterior, 
     if value.dtype != torch.float32:
         raise PluginBuildError(f"{who}: forward returned dtype {value.dtype}; divergences return float32 (compute in float32, e.g. z.float()). {fix}")
     if not torch.isfinite(value):
-        raise PluginBuildError(f"{who}: forward returned {float(value)} on {n} probe codes; guard logs, divisions and square roots. {fix}")
+        raise PluginBuildError(f"{who}: forward returned {float(value.detach())} on {n} probe codes; guard logs, divisions and square roots. {fix}")
     if not value.requires_grad:
         raise PluginBuildError(f"{who}: forward returned a value with no gradient path to the codes or the posterior (detached, or computed "
                                f"under torch.no_grad); the encoder would get no signal from it. {fix}")

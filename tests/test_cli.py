@@ -14,8 +14,11 @@ from infovae.cli.main import cli
 FAST = ["--steps", "6", "--batch-size", "64", "-z", "3", "-o", "encoder.hidden=32", "-o", "decoder.hidden=32", "--quiet"]
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+def invoke(*args, code=0):
+    """Run the CLI in-process; the exit code must be ``code`` (0 unless a test expects a failure)."""
+    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == code, (args, res.exit_code, res.output)
+    return res
 
 
 def test_version_and_help():
@@ -23,15 +26,16 @@ def test_version_and_help():
     out = invoke("-h").output
     for command in ("train", "sample", "evaluate", "plugins", "two-sample", "bench"):
         assert command in out
-    for command in ("train", "sample", "evaluate", "plugins", "two-sample", "bench"):
+    assert "-o path=" not in out and "-o dataset.path=" in out
+    for command in ("train", "sample", "evaluate", "plot", "plugins", "two-sample", "bench"):
         res = invoke(command, "--help")
         assert res.exit_code == 0 and "Examples:" in res.output, command
 
 
-def test_plugins_json_lists_five_kinds(registry):
+def test_plugins_json_lists_every_kind(registry):
     out = json.loads(invoke("plugins", "--json").stdout)
-    assert set(out["plugins"]) == {"divergences", "encoders", "decoders", "samplers", "datasets"}
-    assert {"kl", "mlp", "bernoulli-mlp", "ancestral", "digits"} <= {p["name"] for ps in out["plugins"].values() for p in ps}
+    assert {"divergences", "encoders", "decoders", "samplers", "datasets", "metrics"} <= set(out["plugins"])
+    assert {"kl", "mlp", "bernoulli-mlp", "ancestral", "digits", "nll"} <= {p["name"] for ps in out["plugins"].values() for p in ps}
     only = json.loads(invoke("plugins", "--kind", "encoder", "--json").stdout)
     assert list(only["plugins"]) == ["encoders"]
 
@@ -54,7 +58,12 @@ def test_train_sample_evaluate_resume(registry, tmp_path):
     res = invoke("sample", run, "--out", tmp_path / "a.png", "--json")
     assert json.loads(res.stdout)["shape"] == [64, 1, 8, 8]
     assert (tmp_path / "a.png").stat().st_size > 0
-    invoke("sample", run, "--sampler", "markov-chain", "-o", "steps=3", "-o", "return_chain=true", "-n", "4", "--out", tmp_path / "c.png")
+    invoke("sample", run, "--sampler", "markov-chain", "-o", "markov-chain.steps=3", "-o", "markov-chain.return_chain=true",
+           "-n", "4", "--out", tmp_path / "c.png")
+    from PIL import Image
+
+    with Image.open(tmp_path / "c.png") as im:  # one chain of 4 states per row: 4 columns of 8 px (+ padding)
+        assert im.size[0] < im.size[1] * 2
     invoke("sample", run, "--sampler", "reconstruct", "-n", "5", "--out", tmp_path / "r.npy")
     import numpy as np
 
@@ -67,6 +76,14 @@ def test_train_sample_evaluate_resume(registry, tmp_path):
     assert (run / "evaluation.json").exists()
     res = invoke("train", "--resume", run, "--steps", "9", "--json")
     assert json.loads(res.stdout)["step"] == 9
+    rep = json.loads(invoke("evaluate", run, "--metrics", "nll", "-o", "nll.num_samples=7", "--json", "--no-save").stdout)
+    assert rep["metrics"]["nll"]["num_samples"] == 7
+    res = invoke("evaluate", run, "--metrics", "nll", "-o", "num_samples=7", code=1)
+    assert "TARGET.KEY=VALUE" in res.output and "-o nll.num_samples=7" in res.output
+    res = invoke("evaluate", run, "--metrics", "nll", "-o", "nl.num_samples=7", code=1)
+    assert "Did you mean 'nll'" in res.output
+    res = invoke("sample", run, "-o", "steps=3", code=1)
+    assert "-o ancestral.steps=3" in res.output
 
 
 def test_config_file_with_command_line_overrides(registry, tmp_path):
@@ -93,6 +110,7 @@ def test_config_file_with_command_line_overrides(registry, tmp_path):
         (["-r", "kl=-1"], "negative"),
         (["-r", "kl=abc"], "not a number"),
         (["-o", "mmd2.kernel=imq"], "add --divergence mmd2"),
+        (["-o", "encodr.hidden=3"], "Did you mean 'encoder'"),
         (["-d", "digits", "-o", "dataset.kind=gray8", "-p", "bernoulli-mlp"], "models binary data, but data set 'digits' holds gray8"),
         (["-d", "binarized-mnist", "-o", "dataset.path=/nonexistent/file.npz"], "/nonexistent/file.npz"),
     ],
@@ -114,7 +132,8 @@ def test_existing_run_is_refused_without_overwrite(registry, tmp_path):
     res = CliRunner().invoke(cli, ["train", "-r", "kl=1", *FAST, "--out", str(run)])
     assert res.exit_code != 0 and "already holds a run" in res.output and "--resume" in res.output
     assert (run / "model.safetensors").read_bytes() == before
-    invoke("train", "-r", "kl=1", *FAST, "--out", run, "--overwrite")
+    res = invoke("train", "-r", "kl=1", *FAST, "--out", run, "--overwrite", "--json")
+    assert json.loads(res.stdout)["status"] == "complete"
     res = CliRunner().invoke(cli, ["train", "--resume", str(run), "--lr", "0.1"])
     assert res.exit_code != 0 and "only --steps and --epochs" in res.output
 
@@ -127,7 +146,7 @@ def test_sample_and_evaluate_errors(registry, tmp_path):
     res = CliRunner().invoke(cli, ["sample", str(run), "--sampler", "markov-chian"])
     assert res.exit_code != 0 and "Did you mean 'markov-chain'" in res.output
     res = CliRunner().invoke(cli, ["evaluate", str(run), "--metrics", "nl"])
-    assert res.exit_code != 0 and "nll" in res.output
+    assert res.exit_code == 1 and "Did you mean 'nll'" in res.output
     res = CliRunner().invoke(cli, ["sample", str(run), "--out", str(tmp_path / "x.gif")])
     assert res.exit_code != 0 and ".png" in res.output
 

@@ -174,3 +174,33 @@ def test_plugin_bandwidth_option():
     assert _stein({"bandwidth": "0.5,1"}).bandwidth == (0.5, 1.0)
     with pytest.raises(infovae.PluginOptionError):
         _stein({"bandwidth": "-2"})
+
+
+def test_objective_uses_only_the_surrogate_gradient_never_its_value():
+    """has_value = False: not a logged term, not in the loss's value, but its gradient is applied in full."""
+    from infovae.objective import Objective
+
+    torch.manual_seed(0)
+    reg = infovae.registry()
+    spec = infovae.DataSpec("binary", (1, 2, 2))
+    enc = reg.create("encoders", "mlp", {"hidden": 8}, spec, 2)
+    dec = reg.create("decoders", "bernoulli-mlp", {"hidden": 8}, spec, 2)
+    model = infovae.InfoVAE(spec, 2, enc, dec)
+    x = (torch.rand(16, 1, 2, 2, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    stein = _stein()
+    obj = Objective([("stein", 3.0, stein), ("kl", 0.5, reg.create("divergences", "kl"))])
+    torch.manual_seed(2)
+    loss, terms, z = obj(model, x)
+    assert set(terms) == {"reconstruction", "kl"}
+    assert torch.equal(loss.detach(), terms["reconstruction"] + 0.5 * terms["kl"])
+    loss.backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    # reference: the same step with the surrogate's value added in full
+    model.zero_grad()
+    torch.manual_seed(2)
+    q = model.posterior(x)
+    z2 = q.rsample()
+    ref = -model.log_likelihood(x, z2).mean() + 3.0 * stein(z2, q, model.prior) + 0.5 * reg.create("divergences", "kl")(z2, q, model.prior)
+    ref.backward()
+    for a, p in zip(got, model.parameters()):
+        assert torch.allclose(a, p.grad, rtol=1e-5, atol=1e-7)

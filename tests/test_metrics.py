@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.distributions import Independent, Laplace, Normal
 
-from infovae import DataSpec, InfoVAE, diagonal_gaussian
+from infovae import DataSpec, InfoVAE, PluginOptionError, UnknownPluginError, diagonal_gaussian
 from infovae.metrics import (
     METRICS,
     class_cross_entropy,
@@ -452,8 +452,12 @@ def test_evaluate_metrics_json_deterministic_and_independent_of_other_metrics():
 
 def test_evaluate_metrics_errors_before_work():
     model, x, labels = small_setup()
-    with pytest.raises(ValueError, match="did you mean 'nll'"):
+    with pytest.raises(UnknownPluginError, match="Did you mean 'nll'"):
         evaluate_metrics(model, x, ["nl"])
+    with pytest.raises(PluginOptionError, match="below the minimum"):
+        evaluate_metrics(model, x, ["nll"], options={"nll": {"num_samples": 0}})
+    with pytest.raises(PluginOptionError, match="no option 'num_sample'.*Did you mean 'num_samples'"):
+        evaluate_metrics(model, x, ["nll"], options={"nll": {"num_sample": 5}})
     with pytest.raises(ValueError, match="need class labels"):
         evaluate_metrics(model, x, ["kl", "semi-supervised"])
     with pytest.raises(ValueError, match="labels have shape"):

@@ -1,10 +1,10 @@
 """Built-in decoders (registration only; torch-free)."""
 from infovae import Option, hookimpl
+from infovae.plugins.encoders import ACTIVATIONS as _activations
 
 
 @hookimpl
 def register_decoders(register):
-    _activations = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
     register(
         "bernoulli-mlp",
         "infovae.plugins.decoders.bernoulli:BernoulliMLP",

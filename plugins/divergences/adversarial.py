@@ -40,7 +40,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.parameter import is_lazy
 
-from infovae import Divergence
+from infovae import Divergence, check_options
+from infovae.plugins.divergences import ADVERSARIAL_OPTIONS
 
 LOG2 = math.log(2.0)
 
@@ -59,17 +60,9 @@ class AdversarialDivergence(Divergence):
 
     def __init__(self, hidden: int = 256, layers: int = 2, lr: float = 1e-4, steps: int = 1, beta1: float = 0.5, beta2: float = 0.999):
         super().__init__()
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
-        if layers < 0:
-            raise ValueError(f"layers must be >= 0 (0: logistic regression), got {layers}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1 discriminator step per model step, got {steps}")
-        for name, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {beta}")
+        opts = check_options(ADVERSARIAL_OPTIONS, dict(hidden=hidden, layers=layers, lr=lr, steps=steps, beta1=beta1, beta2=beta2),
+                             "divergence 'adversarial'")
+        hidden, layers, lr, steps, beta1, beta2 = (opts[k] for k in ("hidden", "layers", "lr", "steps", "beta1", "beta2"))
         self.hidden, self.layers, self.lr, self.steps = int(hidden), int(layers), float(lr), int(steps)
         self.betas = (float(beta1), float(beta2))
         modules = []

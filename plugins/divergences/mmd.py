@@ -11,7 +11,8 @@ from typing import Sequence, Union
 
 import torch
 
-from infovae import Divergence, bandwidth_option
+from infovae import Divergence, bandwidth_option, check_options
+from infovae.plugins.divergences import MMD_OPTIONS
 from infovae.functional import mmd
 
 # Default: a sum of rbf kernels with sigma = 1, 2, 4, chosen by training
@@ -51,12 +52,9 @@ class MMDDivergence(Divergence):
         prior_samples: int = 0,
     ):
         super().__init__()
-        if kernel not in ("rbf", "imq"):
-            raise ValueError(f"unknown kernel {kernel!r}; use 'rbf' or 'imq'")
-        if estimator not in ("biased", "unbiased"):
-            raise ValueError(f"unknown estimator {estimator!r}; use 'biased' or 'unbiased'")
-        if isinstance(prior_samples, bool) or not isinstance(prior_samples, int) or prior_samples < 0:
-            raise ValueError(f"prior_samples must be an integer >= 0 (0: the batch size), got {prior_samples!r}")
+        opts = check_options(MMD_OPTIONS, dict(kernel=kernel, bandwidth=bandwidth, estimator=estimator, prior_samples=prior_samples),
+                             "divergence 'mmd'")
+        kernel, bandwidth, estimator, prior_samples = (opts[k] for k in ("kernel", "bandwidth", "estimator", "prior_samples"))
         self.kernel = kernel
         self.bandwidth = bandwidth_option(bandwidth)
         self.estimator = estimator
