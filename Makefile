@@ -21,7 +21,7 @@ setup: $(PY)
 demo: setup
 	$(VENV)/bin/infovae train --out runs/demo --overwrite
 	$(VENV)/bin/infovae sample runs/demo --out runs/demo/samples/ancestral.png
-	$(VENV)/bin/infovae sample runs/demo --sampler markov-chain -o return_chain=true -n 8 --out runs/demo/samples/markov_chain.png
+	$(VENV)/bin/infovae sample runs/demo --sampler markov-chain -o markov-chain.return_chain=true -n 8 --out runs/demo/samples/markov_chain.png
 	$(VENV)/bin/infovae evaluate runs/demo
 
 test: setup

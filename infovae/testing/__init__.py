@@ -13,8 +13,11 @@ Use it in your plugin's own test suite::
 
 A divergence declares the properties it claims (``properties``, a subset of
 ``infovae.DIVERGENCE_PROPERTIES``) and the kit checks exactly those, plus what
-every divergence must do (see ``infovae.testing.divergences``). Decoders have
-``DecoderContract`` / ``check_decoder`` (``infovae.testing.decoders``).
+every divergence must do (see ``infovae.testing.divergences``). Every other kind
+has a kit of the same two forms: ``DecoderContract`` / ``check_decoder``,
+``EncoderContract`` / ``check_encoder``, ``SamplerContract`` / ``check_sampler``,
+``DatasetContract`` / ``check_dataset`` and ``MetricContract`` / ``check_metric``
+(``infovae.testing.<kind>s`` documents each check).
 Hypothesis strategies are in ``infovae.testing.strategies``.
 
 Dependencies: Hypothesis is required (``pip install "infovae[test]"``); pytest
@@ -32,7 +35,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the test
     ) from exc
 
 from . import strategies
+from .datasets import DATASET_CHECKS, DatasetContract, check_dataset
 from .decoders import DECODER_CHECKS, DecoderContract, check_decoder
+from .encoders import ENCODER_CHECKS, EncoderContract, check_encoder
+from .metrics import METRIC_CHECKS, MetricContract, check_metric
+from .samplers import SAMPLER_CHECKS, SamplerContract, check_sampler
 from .divergences import (
     ATOL,
     CONTRACT_SETTINGS,
@@ -54,5 +61,17 @@ __all__ = [
     "DECODER_CHECKS",
     "DecoderContract",
     "check_decoder",
+    "ENCODER_CHECKS",
+    "EncoderContract",
+    "check_encoder",
+    "SAMPLER_CHECKS",
+    "SamplerContract",
+    "check_sampler",
+    "DATASET_CHECKS",
+    "DatasetContract",
+    "check_dataset",
+    "METRIC_CHECKS",
+    "MetricContract",
+    "check_metric",
     "strategies",
 ]

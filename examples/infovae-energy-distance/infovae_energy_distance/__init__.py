@@ -1,4 +1,5 @@
-"""infovae-energy-distance: registers the ``energy`` divergence with infovae.
+"""infovae-energy-distance: registers the ``energy`` divergence and the ``energy-prior``
+metric with infovae.
 
 This module is what the ``infovae`` entry point names; it must stay cheap to
 import (no torch): it only tells infovae where the implementation lives, and
@@ -15,5 +16,17 @@ def register_divergences(register):
         summary="Energy distance between the codes and prior samples (a metric on distributions).",
         options=[
             Option("prior_samples", int, 0, "prior draws per step (0: as many as codes in the batch)", minimum=0),
+        ],
+    )
+
+
+@hookimpl
+def register_metrics(register):
+    register(
+        "energy-prior",
+        "infovae_energy_distance.metric:EnergyToPrior",
+        summary="Energy distance between the codes z ~ q(z|x) of the split and prior draws (units of z).",
+        options=[
+            Option("prior_samples", int, 0, "prior draws (0: as many as examples)", minimum=0),
         ],
     )

@@ -84,3 +84,24 @@ def test_discovered_through_the_entry_point():
     assert not info.source.builtin
     assert [(o.name, o.default) for o in info.options] == [("prior_samples", 0)]
     assert isinstance(registry().create("divergences", "energy", {"prior_samples": "4"}), EnergyDistance)
+
+
+def test_metric_is_a_plugin_and_matches_the_divergence_function():
+    import infovae
+    from infovae.testing import check_metric
+
+    from infovae_energy_distance.metric import EnergyToPrior
+
+    info = registry(reload=True).info("metrics", "energy-prior")
+    assert info.source.distribution == "infovae-energy-distance"
+    report = check_metric(EnergyToPrior, {"prior_samples": 50})
+    assert set(report.values()) == {"passed"}, report
+    # the value is the energy distance between the codes it drew and the prior draws
+    spec = infovae.DataSpec("binary", (1, 2, 2))
+    reg = registry()
+    model = infovae.InfoVAE(spec, 2, reg.create("encoders", "mlp", {"hidden": 4}, spec, 2),
+                            reg.create("decoders", "bernoulli-mlp", {"hidden": 4}, spec, 2))
+    x = torch.zeros(10, 1, 2, 2)
+    res = infovae.evaluate_metrics(model, x, ["energy-prior"], generator=torch.Generator().manual_seed(3),
+                                   options={"energy-prior": {"prior_samples": 7}})
+    assert res["energy-prior"]["prior_samples"] == 7 and res["energy-prior"]["value"] >= 0
