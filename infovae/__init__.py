@@ -23,7 +23,7 @@ from .errors import (
     UnknownPluginError,
 )
 from .hookspecs import hookimpl
-from .options import Opt, Option, bandwidth_option, check_options, float_list
+from .options import ACTIVATION_NAMES, Opt, Option, bandwidth_option, check_options, float_list
 from .registry import KINDS, PluginInfo, Registry, registry
 from .spec import DATA_KINDS, DataSpec
 
@@ -44,6 +44,9 @@ _LAZY = {
     "score_by_autograd": "infovae.priors",
     "to_model": "infovae.data",
     "from_model": "infovae.data",
+    "to_levels": "infovae.data",
+    "from_levels": "infovae.data",
+    "layers": "infovae.layers",
     "InfoVAE": "infovae.model",
     "functional": "infovae.functional",
     "metrics": "infovae.metrics",
@@ -58,7 +61,7 @@ __all__ = sorted(
     [
         "CapabilityError", "DataError", "DuplicatePluginError", "InfovaeError", "PluginError",
         "PluginBuildError", "PluginLoadError", "PluginWarning", "PluginOptionError", "RunError", "TrainingError", "UnknownPluginError",
-        "hookimpl", "Opt", "Option", "bandwidth_option", "check_options", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
+        "hookimpl", "ACTIVATION_NAMES", "Opt", "Option", "bandwidth_option", "check_options", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
         "DATA_KINDS", "DataSpec", "__version__",
     ]
     + list(_LAZY)

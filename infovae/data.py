@@ -31,6 +31,20 @@ def from_model(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
     return torch.clamp(torch.round((x.float() + 1.0) * 127.5), 0, 255).to(torch.uint8)
 
 
+def to_levels(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """Model values -> int64 level indices 0..num_levels-1 (same shape): the class index of
+    each subpixel for a categorical output (rounded to the nearest level, clamped)."""
+    if spec.kind == "binary":
+        return (x > 0.5).long()
+    return torch.round((x + 1.0) * 127.5).long().clamp(0, 255)
+
+
+def from_levels(levels: torch.Tensor, spec: DataSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Level indices 0..num_levels-1 (any integer or float dtype) -> model values in ``dtype``."""
+    x = levels.to(dtype)
+    return x if spec.kind == "binary" else x / 127.5 - 1.0
+
+
 def check_uint8_images(x: torch.Tensor, spec: DataSpec, what: str) -> None:
     """Raise ValueError unless x is a uint8 (N, *spec.shape) tensor with valid values."""
     if x.dtype != torch.uint8:

@@ -20,6 +20,9 @@ from .errors import PluginOptionError
 
 _NO_DEFAULT = object()
 
+#: Names of the activations ``infovae.layers.make_activation`` builds (torch-free, for option choices).
+ACTIVATION_NAMES: Tuple[str, ...] = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
+
 
 @dataclass(frozen=True)
 class Option:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .errors import PluginBuildError, PluginError
+from .errors import InfovaeError, PluginBuildError
 from .registry import Registry, describe_plugin, registry as default_registry
 from .runs import RunSpec
 
@@ -86,7 +86,7 @@ def probe_divergence(reg: Registry, name: str, div, z: torch.Tensor, posterior, 
 def _call(fn, who: str, where: str):
     try:
         return fn()
-    except PluginError:
+    except InfovaeError:
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary: name the plugin
         text = str(exc).splitlines()[0] if str(exc) else ""

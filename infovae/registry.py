@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import pluggy
 
 from . import hookspecs
-from .errors import DuplicatePluginError, PluginBuildError, PluginError, PluginLoadError, PluginWarning, UnknownPluginError
+from .errors import DuplicatePluginError, InfovaeError, PluginBuildError, PluginError, PluginLoadError, PluginWarning, UnknownPluginError
 from .options import Option, normalize_options, options_from_signature, resolve_options
 from .spec import DATA_KINDS
 
@@ -395,8 +395,8 @@ class Registry:
         factory = info.load()
         try:
             return factory(*context, **resolved)
-        except PluginError:
-            raise  # the plugin's own option checks: already one line naming the option
+        except InfovaeError:
+            raise  # the plugin's own checks (options, capabilities, data): already one line with the fix
         except Exception as exc:  # noqa: BLE001 - the boundary: name the plugin and its package
             raise PluginBuildError(
                 f"{describe_plugin(info)}: its factory raised {type(exc).__name__}: {exc}. "

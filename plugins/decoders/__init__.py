@@ -1,6 +1,6 @@
 """Built-in decoders (registration only; torch-free)."""
 from infovae import Option, hookimpl
-from infovae.plugins.encoders import ACTIVATIONS as _activations
+from infovae import ACTIVATION_NAMES as _activations
 
 
 @hookimpl

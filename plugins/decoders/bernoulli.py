@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infovae import CapabilityError, DataSpec, Decoder, PluginOptionError, check_reduction
-from infovae.plugins.encoders.conv import stage_channels, stage_sizes
-from infovae.plugins.encoders.mlp import make_activation, mlp
+from infovae.layers import make_activation, mlp, stage_channels, stage_sizes
 
 
 class BernoulliDecoder(Decoder):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import infovae
 from infovae import DataSpec, PluginOptionError
 
 from .autoregressive import AutoregressiveDecoder, Nin, ShiftedConv2d, gate, with_ones
@@ -83,12 +84,11 @@ class PixelCNN(AutoregressiveDecoder):
     def terms(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.outputs == 1:
             return -F.binary_cross_entropy_with_logits(out, x, reduction="none")
-        level = torch.round((x + 1.0) * 127.5).long().clamp(0, 255)
-        return torch.log_softmax(out, dim=1).gather(1, level)
+        return torch.log_softmax(out, dim=1).gather(1, infovae.to_levels(x, self.spec))
 
     def sample_pixel(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         if self.outputs == 1:  # u < sigmoid(l)  <=>  logit(u) < l
             return (torch.logit(uniforms) < params).to(params.dtype)
         cdf = torch.cumsum(torch.softmax(params, dim=1), dim=1)
         level = (cdf < uniforms).sum(dim=1, keepdim=True).clamp(max=255)
-        return level.to(params.dtype) / 127.5 - 1.0
+        return infovae.from_levels(level, self.spec, params.dtype)

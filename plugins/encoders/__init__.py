@@ -1,7 +1,6 @@
 """Built-in encoders (registration only; torch-free)."""
+from infovae import ACTIVATION_NAMES as ACTIVATIONS
 from infovae import Option, hookimpl
-
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
 
 
 @hookimpl

@@ -15,35 +15,7 @@ from torch import nn
 
 from infovae import CapabilityError, DataSpec, PluginOptionError, diagonal_gaussian
 
-from .mlp import check_input, make_activation
-
-
-def stage_sizes(h: int, w: int, layers: int, plugin: str) -> List[Tuple[int, int]]:
-    """Spatial sizes [(h0, w0) = (h, w), (h1, w1), ..., (hL, wL)] of a stride-2 stack.
-
-    layers = 0 picks the number of stages automatically (see module doc).
-    Raises CapabilityError when the image is too small for the stages asked for.
-    """
-    if layers < 0:
-        raise PluginOptionError(f"{plugin}: layers must be >= 0 (0 = automatic), got {layers}")
-    if layers == 0:
-        layers, s = 1, min(h, w) // 2
-        while s // 2 >= 4:
-            layers, s = layers + 1, s // 2
-    sizes = [(h, w)]
-    for _ in range(layers):
-        ph, pw = sizes[-1]
-        sizes.append((ph // 2, pw // 2))
-    if min(sizes[-1]) < 1:
-        raise CapabilityError(f"{plugin}: {h}x{w} images are too small for {layers} stride-2 stage(s); use fewer layers")
-    return sizes
-
-
-def stage_channels(channels: int, layers: int, plugin: str) -> List[int]:
-    """Feature channels per stage: ``channels`` doubling each stage, capped at 8 * channels."""
-    if channels < 1:
-        raise PluginOptionError(f"{plugin}: channels must be >= 1, got {channels}")
-    return [min(channels * 2 ** i, 8 * channels) for i in range(layers)]
+from infovae.layers import check_input, make_activation, stage_channels, stage_sizes
 
 
 class ConvEncoder(nn.Module):

@@ -1,48 +1,10 @@
 """Fully connected encoder q(z|x) = N(mu(x), diag sigma(x)^2); also the MLP trunk the MLP decoder reuses."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List
-
-import torch
 from torch import nn
 
 from infovae import DataSpec, PluginOptionError, diagonal_gaussian
-
-ACTIVATIONS: Dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.2),
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-}
-
-
-def make_activation(name: str, plugin: str) -> nn.Module:
-    """A fresh activation module by name (one of ``ACTIVATIONS``)."""
-    if name not in ACTIVATIONS:
-        raise PluginOptionError(f"{plugin}: activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
-    return ACTIVATIONS[name]()
-
-
-def mlp(d_in: int, d_out: int, hidden: int, layers: int, activation: str, plugin: str) -> nn.Sequential:
-    """``layers`` hidden Linear+activation blocks of width ``hidden``, then a Linear to ``d_out``."""
-    if hidden < 1:
-        raise PluginOptionError(f"{plugin}: hidden must be >= 1, got {hidden}")
-    if layers < 0:
-        raise PluginOptionError(f"{plugin}: layers must be >= 0, got {layers}")
-    mods: List[nn.Module] = []
-    width = d_in
-    for _ in range(layers):
-        mods += [nn.Linear(width, hidden), make_activation(activation, plugin)]
-        width = hidden
-    mods.append(nn.Linear(width, d_out))
-    return nn.Sequential(*mods)
-
-
-def check_input(x: torch.Tensor, spec: DataSpec, who: str) -> None:
-    if x.dim() != 4 or tuple(x.shape[1:]) != spec.shape:
-        raise ValueError(f"{who} expects model values of shape (B, {', '.join(map(str, spec.shape))}), got {tuple(x.shape)}")
+from infovae.layers import ACTIVATIONS, check_input, make_activation, mlp  # noqa: F401 - shared helpers, re-exported
 
 
 class MLPEncoder(nn.Module):

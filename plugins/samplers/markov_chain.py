@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+import infovae
 from infovae import Sampler
 
 from .ancestral import decode
@@ -21,8 +22,7 @@ def noise_like(model, n: int, generator: Optional[torch.Generator]) -> torch.Ten
     spec = model.spec
     device = model.device
     u = torch.randint(0, spec.num_levels, (n, *spec.shape), generator=generator, device=device)
-    x = u.float()
-    return x if spec.kind == "binary" else x / 127.5 - 1.0
+    return infovae.from_levels(u, spec)
 
 
 class MarkovChainSampler(Sampler):
