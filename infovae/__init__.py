@@ -54,6 +54,10 @@ _LAZY = {
     "METRICS": "infovae.metrics",
     "Objective": "infovae.objective",
     "TrainerConfig": "infovae.runs",
+    "make_run_spec": "infovae.build",
+    "start_training": "infovae.api",
+    "resume_training": "infovae.api",
+    "load_run": "infovae.api",
     "RunSpec": "infovae.runs",
 }
 

@@ -38,10 +38,14 @@ def test_run_tiny_grid():
 
 def test_cli_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    r = CliRunner().invoke(regularizers, ["--sizes", "16", "--dims", "2", "--repeats", "1", "--methods", "mmd-imq", "--no-memory", "--json", str(out)])
+    r = CliRunner().invoke(regularizers, ["--sizes", "16", "--dims", "2", "--repeats", "1", "--methods", "mmd-imq", "--no-memory", "--out", str(out)])
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert data["rows"][0]["method"] == "mmd-imq" and data["rows"][0]["geomloss_note"] == "n/a"
     assert "mmd-imq" in r.output
+    # --json is a flag, as in every command: JSON on stdout, no table
+    r = CliRunner().invoke(regularizers, ["--sizes", "16", "--dims", "2", "--repeats", "1", "--methods", "mmd-imq", "--no-memory", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows"][0]["method"] == "mmd-imq"
     bad = CliRunner().invoke(regularizers, ["--methods", "mmd-xyz", "--sizes", "16", "--dims", "2"])
     assert bad.exit_code != 0 and "unknown method" in bad.output

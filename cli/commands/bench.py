@@ -18,6 +18,6 @@ def bench():
     \b
     Examples:
       infovae bench regularizers --sizes 256,1024 --dims 8,32
-      infovae bench regularizers --device cuda --json bench.json
-      infovae bench decoders --json decoders.json
+      infovae bench regularizers --device cuda --out bench.json
+      infovae bench decoders --json > decoders.json
     """

@@ -43,10 +43,11 @@ def _list(kind):
 @click.option("--no-training", is_flag=True, help="Skip the training throughput.")
 @click.option("--no-sampling", is_flag=True, help="Skip the sampling comparison.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write the results to this JSON file ('-' for stdout instead of the tables).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of the table(s).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the results to this JSON file (atomically).")
 def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, sample_batch, naive_rows, latent_dim,
-             threads, no_training, no_sampling, seed, json_path):
+             threads, no_training, no_sampling, seed, as_json, out_path):
     """Time the autoregressive decoders: training images/s and sampling time.
 
     Training: one Adam step on random data, eager vs bf16 autocast vs
@@ -59,9 +60,9 @@ def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, 
     \b
     Examples:
       infovae bench decoders
-      infovae bench decoders --decoders pixelcnnpp --sizes 32 --no-training --json sampling.json
+      infovae bench decoders --decoders pixelcnnpp --sizes 32 --no-training --json --out sampling.json
       infovae bench decoders --sizes 28 --modes eager,bf16 --naive-rows 4
-      infovae bench decoders --device cuda --preset paper --batch-size 64 --json gpu.json
+      infovae bench decoders --device cuda --preset paper --batch-size 64 --out gpu.json
     """
     import torch
 
@@ -74,8 +75,8 @@ def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, 
             device=device, decoders=decoders, sizes=sizes, modes=modes, batch_size=batch_size, steps=steps,
             warmup=warmup, sample_batch=sample_batch, naive_rows=naive_rows, latent_dim=latent_dim, preset=preset,
             seed=seed, training=not no_training, sampling=not no_sampling,
-            progress=None if json_path == "-" else (lambda msg: click.echo(f"  {msg}", err=True)),
+            progress=None if as_json else (lambda msg: click.echo(f"  {msg}", err=True)),
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    emit_benchmark(result, json_path, tables(result))
+    emit_benchmark(result, as_json, out_path, tables(result))

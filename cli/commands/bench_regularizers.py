@@ -34,9 +34,10 @@ def _int_list(ctx, param, value):
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurements.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads for the whole run (default: torch's choice).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write the results to this JSON file ('-' for stdout instead of the table).")
-def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, no_memory, threads, json_path):
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of the table(s).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the results to this JSON file (atomically).")
+def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, no_memory, threads, as_json, out_path):
     """Time forward+backward of MMD (rbf, imq) and the Stein direction.
 
     Each entry runs ours, the naive n x m x d broadcast baseline and (rbf MMD,
@@ -50,8 +51,8 @@ def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, 
     Examples:
       infovae bench regularizers --sizes 256,1024 --dims 8,32
       infovae bench regularizers --threads 1        # a fair share of a busy machine
-      infovae bench regularizers --sizes 4096 --dims 32 --methods mmd-rbf --json bench.json
-      infovae bench regularizers --device cuda --json bench.json
+      infovae bench regularizers --sizes 4096 --dims 32 --methods mmd-rbf --out bench.json
+      infovae bench regularizers --device cuda --out bench.json
     """
     import torch
 
@@ -64,8 +65,8 @@ def regularizers(device, sizes, dims, methods, repeats, naive_cap, no_geomloss, 
         result = run(
             device=device, sizes=sizes, dims=dims, repeats=repeats, methods=chosen,
             naive_cap_bytes=int(naive_cap * 2**30), use_geomloss=not no_geomloss, measure_memory=not no_memory,
-            progress=None if json_path == "-" else (lambda msg: click.echo(f"  {msg}", err=True)),
+            progress=None if as_json else (lambda msg: click.echo(f"  {msg}", err=True)),
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    emit_benchmark(result, json_path, [table(result)])
+    emit_benchmark(result, as_json, out_path, [table(result)])

@@ -26,20 +26,21 @@ def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
-def emit_benchmark(result, json_path, renderables) -> None:
-    """Benchmark output: JSON on stdout for ``--json -``; otherwise rich tables, and the
-    JSON written atomically to ``json_path`` when one is given."""
+def emit_benchmark(result, as_json: bool, out_path, renderables) -> None:
+    """Benchmark output, the same ``--json`` as every command: JSON on stdout with ``--json``,
+    otherwise rich tables; with ``--out PATH`` the JSON is also written atomically to PATH."""
     text = json.dumps(result, indent=2)
-    if json_path == "-":
-        click.echo(text)
-        return
-    from rich.console import Console
-
-    console = Console()
-    for item in renderables:
-        console.print(item)
-    if json_path:
+    if out_path:
         from infovae.io import atomic_write_bytes
 
-        atomic_write_bytes(json_path, (text + "\n").encode())
-        click.echo(f"wrote {json_path}", err=True)
+        atomic_write_bytes(out_path, (text + "\n").encode())
+    if as_json:
+        click.echo(text)
+    else:
+        from rich.console import Console
+
+        console = Console()
+        for item in renderables:
+            console.print(item)
+    if out_path:
+        click.echo(f"wrote {out_path}", err=True)
