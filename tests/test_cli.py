@@ -183,3 +183,31 @@ def test_listing_commands_do_not_import_torch(args):
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_config_goes_through_clicks_default_map(registry, tmp_path):
+    """Config values are converted and checked by click like flags; the key set is the command's options."""
+    from infovae.cli.commands.train import config_keys, train
+
+    keys = config_keys(train)
+    assert {"epochs", "lr", "divergence", "options", "compile", "track", "out"} <= keys
+    assert not keys & {"resume", "overwrite", "config_path", "as_json", "quiet"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('epochs = "many"\n')
+    res = CliRunner().invoke(cli, ["train", "--config", str(bad), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "epochs" in res.output and "many" in res.output and "Traceback" not in res.output
+    bad.write_text('epocs = 3\n')
+    res = CliRunner().invoke(cli, ["train", "--config", str(bad), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "epocs" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_defaults_come_from_trainer_config():
+    from infovae.runs import TrainerConfig
+
+    help_text = invoke("train", "--help").output
+    tc = TrainerConfig()
+    import re
+
+    assert re.search(rf"--epochs INTEGER\s+\[default: {tc.epochs}\]", help_text), help_text
+    assert re.search(rf"--batch-size INTEGER\s+\[default: {tc.batch_size}\]", help_text)

@@ -77,14 +77,44 @@ def config_options(cfg: Dict[str, Any]) -> List[str]:
     return items
 
 
-CONFIG_KEYS = {
-    "dataset", "encoder", "decoder", "divergence", "latent_dim", "batch_size", "epochs", "steps", "lr", "seed",
-    "device", "amp", "compile", "log_every", "sample_every", "checkpoint_every", "out", "options", "weight_decay", "track",
-}
+# Config-file keys are the command's own option names (one place: the click options below),
+# minus those that make no sense in a file, plus the [options] table.
+CONFIG_EXCLUDED = {"config_path", "resume", "overwrite", "as_json", "quiet", "options"}
+CONFIG_ALIASES = {"compile": "compile_"}  # file key -> click parameter name
+
+
+def config_keys(command: click.Command) -> set:
+    """Every key a --config file may hold."""
+    inverse = {v: k for k, v in CONFIG_ALIASES.items()}
+    return {inverse.get(p.name, p.name) for p in command.params if p.name not in CONFIG_EXCLUDED} | {"options"}
+
+
+def apply_config(ctx: click.Context, param: click.Parameter, path):
+    """Eager --config callback: the file becomes click's ``default_map`` (so click type-checks and
+    converts its values like command-line ones, and any flag given overrides it); the
+    ``[options]`` table is kept in ``ctx.meta`` and merged before the command line's ``-o``."""
+    if path is None:
+        return None
+    cfg = load_config(path)
+    known = config_keys(ctx.command)
+    unknown = set(cfg) - known
+    if unknown:
+        raise click.BadParameter(f"unknown key(s) {', '.join(sorted(unknown))} in {path}; known: {', '.join(sorted(known))}", param_hint="--config")
+    defaults = {}
+    for key, value in cfg.items():
+        if key == "options":
+            continue
+        if key == "divergence":
+            value = [f"{k}={v}" for k, v in value.items()] if isinstance(value, dict) else [value] if isinstance(value, str) else list(value)
+        defaults[CONFIG_ALIASES.get(key, key)] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["infovae.config_options"] = config_options(cfg)
+    return path
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="TOML file with any of these options; the command line overrides it.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=True,
+              callback=apply_config, help="TOML file with any of these options; the command line overrides it.")
 @click.option("--dataset", "-d", default=DEFAULTS["dataset"], show_default=True, help="Data set plugin.")
 @click.option("--encoder", "-e", default=DEFAULTS["encoder"], show_default=True, help="Encoder plugin.")
 @click.option("--decoder", "-p", default=DEFAULTS["decoder"], show_default=True, help="Decoder plugin.")
@@ -137,36 +167,12 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
             raise click.UsageError(f"--resume continues a run as it was specified; only --steps and --epochs may change (got {', '.join('--' + c.replace('_', '-') for c in changed)})")
         return _resume(ctx, resume, steps, epochs, as_json, quiet)
 
-    cfg: Dict[str, Any] = {}
-    if config_path is not None:
-        cfg = load_config(config_path)
-        unknown = set(cfg) - CONFIG_KEYS
-        if unknown:
-            raise click.BadParameter(f"unknown key(s) {', '.join(sorted(unknown))} in {config_path}; known: {', '.join(sorted(CONFIG_KEYS))}", param_hint="--config")
-
-    def pick(name, value):
-        src = ctx.get_parameter_source(name)
-        if src == click.core.ParameterSource.DEFAULT and name in cfg:
-            return cfg[name]
-        return value
-
-    dataset, encoder, decoder = pick("dataset", dataset), pick("encoder", encoder), pick("decoder", decoder)
-    latent_dim, batch_size, epochs, steps = pick("latent_dim", latent_dim), pick("batch_size", batch_size), pick("epochs", epochs), pick("steps", steps)
-    lr, weight_decay, seed, device, amp = pick("lr", lr), pick("weight_decay", weight_decay), pick("seed", seed), pick("device", device), pick("amp", amp)
-    compile_ = cfg.get("compile", compile_) if ctx.get_parameter_source("compile_") == click.core.ParameterSource.DEFAULT else compile_
-    log_every, sample_every, checkpoint_every = pick("log_every", log_every), pick("sample_every", sample_every), pick("checkpoint_every", checkpoint_every)
-    track = pick("track", track)
-    if ctx.get_parameter_source("out") == click.core.ParameterSource.DEFAULT and "out" in cfg:
-        out = Path(cfg["out"])
-    div_items = list(divergence)
-    if not div_items:
-        cdiv = cfg.get("divergence", DEFAULTS["divergence"])
-        div_items = [f"{k}={v}" for k, v in cdiv.items()] if isinstance(cdiv, dict) else list(cdiv if not isinstance(cdiv, str) else [cdiv])
+    div_items = list(divergence) or list(DEFAULTS["divergence"])
     if [d.strip() for d in div_items] == ["none"]:
         divs: List[Tuple[str, float]] = []
     else:
         divs = [parse_divergence(d) for d in div_items]
-    opts = split_options(config_options(cfg) + list(options), [n for n, _ in divs])
+    opts = split_options(ctx.meta.get("infovae.config_options", []) + list(options), [n for n, _ in divs])
 
     trainer_cfg = TrainerConfig(
         batch_size=int(batch_size), epochs=int(epochs), steps=None if steps is None else int(steps), lr=float(lr),
