@@ -34,8 +34,13 @@ class Divergence(nn.Module):
     posterior is q(z|x) with batch shape (B,), prior has ``sample``, ``log_prob``, ``score``.
 
     Optional parts:
-    - ``two_sample(x, y)``: the divergence between two samples (n, D), (m, D);
-      contract tests check ``properties`` on it.
+    - ``two_sample(x, y)``: the divergence between two samples x (n, D) and y (m, D);
+      contract tests check ``properties`` on it. It must take unequal sizes (n != m, each
+      from the kit's ``min_batch`` up to ``max_batch``), duplicate rows and x == y, and
+      return a finite 0-dim float32 tensor with finite gradients w.r.t. both. It may be
+      randomized (random features, subsampling) if it draws only from torch's global RNG:
+      the kit builds a fresh instance right after ``torch.manual_seed(0)`` for every call, so
+      every call sees the same draws, and a claimed property must hold for each draw.
     - ``has_value``: False when forward returns a surrogate whose value means
       nothing (Stein): the objective then uses only its gradient, never logs it
       as a term, and keeps it out of the logged loss (see ``infovae.Objective``).

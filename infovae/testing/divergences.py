@@ -44,6 +44,15 @@ What every divergence must satisfy (checked always):
 - ``two_sample`` (when defined): finite 0-dim float32 value and finite
   gradients, duplicate rows and ``two_sample(x, x)`` included.
 
+What ``two_sample(x, y)`` must support: x (n, D) and y (m, D) with n != m (sizes
+drawn from min_batch..max_batch, D from latent_dims), duplicate rows and y = x; a
+finite 0-dim float32 result with finite gradients. Randomized estimators are
+allowed if they draw from torch's global RNG only: every property check calls a
+fresh instance built right after ``torch.manual_seed(0)`` (see ``_Config.make``),
+so all calls in one check see the same random draws, and each claimed property
+must hold for that draw (e.g. a symmetric random-feature MMD uses the same
+features for both arguments).
+
 Claimed properties, checked on ``two_sample`` with Hypothesis (float32, values
 on a 2**-8 grid, see ``infovae.testing.strategies``); tolerances are fixed,
 not per plugin: ``|a - b| <= RTOL * max(|a|, |b|) + ATOL``:
