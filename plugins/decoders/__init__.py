@@ -2,6 +2,14 @@
 from infovae import Option, hookimpl
 from infovae import ACTIVATION_NAMES as _activations
 
+# Data kinds each decoder models: declared here once; the classes read these (``supports``).
+SUPPORTS = {
+    "bernoulli-mlp": ("binary",),
+    "bernoulli-conv": ("binary",),
+    "pixelcnn": ("binary", "gray8"),
+    "pixelcnnpp": ("gray8", "rgb8"),
+}
+
 
 @hookimpl
 def register_decoders(register):
@@ -14,7 +22,7 @@ def register_decoders(register):
             Option("layers", int, 2, "number of hidden layers", minimum=0),
             Option("activation", str, "relu", "hidden activation", choices=_activations),
         ],
-        supports=("binary",),
+        supports=SUPPORTS["bernoulli-mlp"],
     )
     register(
         "bernoulli-conv",
@@ -25,7 +33,7 @@ def register_decoders(register):
             Option("layers", int, 0, "number of stride-2 stages; 0 = as many as keep the smaller side >= 4", minimum=0),
             Option("activation", str, "relu", "activation after each layer", choices=_activations),
         ],
-        supports=("binary",),
+        supports=SUPPORTS["bernoulli-conv"],
     )
     register(
         "pixelcnn",
@@ -37,7 +45,7 @@ def register_decoders(register):
             Option("kernel_size", int, 3, "odd kernel size k: k x k receptive step per layer", minimum=3),
             Option("fast", bool, True, "sample with the cached fast sampler (false: naive loop, one pass per pixel)"),
         ],
-        supports=("binary", "gray8"),
+        supports=SUPPORTS["pixelcnn"],
     )
     register(
         "pixelcnnpp",
@@ -51,5 +59,5 @@ def register_decoders(register):
             Option("dropout", float, None, "dropout in every block while training (default: from preset)", minimum=0.0, maximum=0.95),
             Option("fast", bool, True, "sample with the cached fast sampler (false: naive loop, one pass per pixel)"),
         ],
-        supports=("gray8", "rgb8"),
+        supports=SUPPORTS["pixelcnnpp"],
     )

@@ -14,6 +14,7 @@ from torch import nn
 
 from infovae import CapabilityError, DataSpec, Decoder, PluginOptionError, check_reduction
 from infovae.layers import make_activation, mlp, stage_channels, stage_sizes
+from infovae.plugins.decoders import SUPPORTS
 
 
 class BernoulliDecoder(Decoder):
@@ -24,7 +25,7 @@ class BernoulliDecoder(Decoder):
     -BCE-with-logits, which is finite for any finite logit.
     """
 
-    supports = ("binary",)
+    supports = SUPPORTS["bernoulli-mlp"]  # declared once, in the registration module
 
     def __init__(self, spec: DataSpec, latent_dim: int, who: str):
         super().__init__()

@@ -26,6 +26,7 @@ from torch import nn
 
 import infovae
 from infovae import DataSpec, PluginOptionError
+from infovae.plugins.decoders import SUPPORTS
 
 from .autoregressive import AutoregressiveDecoder, Nin, ShiftedConv2d, gate, with_ones
 
@@ -37,7 +38,7 @@ class PixelCNN(AutoregressiveDecoder):
     ``fast`` picks the cached sampler by default.
     """
 
-    supports = ("binary", "gray8")
+    supports = SUPPORTS["pixelcnn"]  # declared once, in the registration module
 
     def __init__(self, spec: DataSpec, latent_dim: int, layers: int = 5, channels: int = 32, kernel_size: int = 3, fast: bool = True):
         super().__init__(spec, latent_dim, fast, "decoder 'pixelcnn'")
