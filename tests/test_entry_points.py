@@ -206,5 +206,13 @@ def test_cli_json_and_warnings_with_boundary_plugins(boundary_path):
     # warnings are one line each, without Python's source-line decoration
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith("warning: infovae:") for line in lines), proc.stderr
-    unknown = run_cli(["train", "-r", "toy-nothing", "--out", str(boundary_path / "run")], boundary_path)
-    assert unknown.returncode == 1 and "[project.entry-points.infovae]" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_unknown_plugin_points_at_the_entry_point_and_reinstalling(boundary_path, registry):
+    from click.testing import CliRunner
+
+    from infovae.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["train", "-r", "toy-nothing", "--out", str(boundary_path / "run")])
+    assert res.exit_code == 1 and "[project.entry-points.infovae]" in res.output and "reinstall" in res.output
+    assert "Traceback" not in res.output and not (boundary_path / "run").exists()

@@ -179,7 +179,7 @@ def test_bench_cli_runs_a_tiny_configuration(tmp_path):
 
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(decoders, ["--sizes", "8", "--modes", "eager,bf16", "--steps", "1", "--warmup", "0",
-                                        "--batch-size", "2", "--sample-batch", "2", "--naive-rows", "2", "--json", str(out)])
+                                        "--batch-size", "2", "--sample-batch", "2", "--naive-rows", "2", "--out", str(out)])
     assert res.exit_code == 0, res.output
     import json
 

@@ -1,10 +1,6 @@
 """The plugin boundary: a broken plugin fails before any work, in one line naming the plugin,
 its package and the fix; nothing is written, a retry reuses the directory, listing stays valid."""
 import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from click.testing import CliRunner
@@ -149,13 +145,17 @@ class Shaped(Divergence):
 """
 
 
-def test_broken_divergence_from_a_package_names_the_distribution_and_version(tmp_path):
+def test_broken_divergence_from_a_package_names_the_distribution_and_version(tmp_path, monkeypatch):
     make_distribution(tmp_path, "toy-shaped-div", "0.9.1", {"shaped": "toy_shaped"}, {"toy_shaped": BROKEN_DIST, "toy_shaped_impl": BROKEN_IMPL})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INFOVAE_")}
-    env["PYTHONPATH"] = str(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for var in ("INFOVAE_LOAD_PLUGINS", "INFOVAE_STRICT_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+    import importlib
+
+    registry_module = importlib.import_module("infovae.registry")
+    monkeypatch.setattr(registry_module, "_REGISTRY", registry_module.Registry())  # discovers the distribution above
     run = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "infovae.cli.main", "train", "-r", "toy-shaped=1", *FAST, "--out", str(run)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert p.returncode == 1
-    assert "divergence 'toy-shaped' (toy-shaped-div 0.9.1)" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    res = CliRunner().invoke(cli, ["train", "-r", "toy-shaped=1", *FAST, "--out", str(run)])
+    assert res.exit_code == 1
+    assert "divergence 'toy-shaped' (toy-shaped-div 0.9.1)" in res.output and "Traceback" not in res.output, res.output
     assert not run.exists()

@@ -20,7 +20,7 @@ def test_training_lowers_test_nll_on_binarized_mnist(registry, shared_data, tmp_
     assert json.loads(res.stdout)["status"] == "complete"
 
     def nll():
-        res = CliRunner().invoke(cli, ["evaluate", str(run), "--metrics", "nll", "-o", "num_samples=50",
+        res = CliRunner().invoke(cli, ["evaluate", str(run), "--metrics", "nll", "-o", "nll.num_samples=50",
                                        "--limit", "1000", "--json", "--no-save"], catch_exceptions=False)
         return json.loads(res.stdout)["metrics"]
 
