@@ -23,6 +23,7 @@ COMMANDS = {
     "plot": "infovae.cli.commands.plot:plot",
     "two-sample": "infovae.cli.commands.two_sample:two_sample",
     "bench": "infovae.cli.commands.bench:bench",
+    "data": "infovae.cli.commands.data:data",
 }
 
 
@@ -35,6 +36,11 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def parse_args(self, ctx, args):
+        # The raw arguments, so 'infovae train --nproc-per-node N' can hand them to torchrun.
+        ctx.meta["infovae.argv"] = list(args)
+        return super().parse_args(ctx, args)
 
     def get_command(self, ctx, name):
         if name in self.lazy_commands:

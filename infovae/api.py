@@ -35,8 +35,10 @@ def start_training(out, spec: RunSpec, dataset, overwrite: bool = False, reg: Op
     from .probe import probe_training
 
     probe_training(spec, trainer.model, trainer.objective, reg)  # every plugin runs once before the directory exists
-    prepare_run_dir(out, overwrite)
-    atomic_write_json(out / SPEC_FILE, spec.to_json())
+    if trainer._is_writer():  # under torchrun rank 0 alone creates the run; the others wait for it
+        prepare_run_dir(out, overwrite)
+        atomic_write_json(out / SPEC_FILE, spec.to_json())
+    trainer.ctx.barrier()
     return trainer
 
 
@@ -50,11 +52,13 @@ def resume_training(run_dir, steps: Optional[int] = None, epochs: Optional[int] 
     if not (run_dir / CHECKPOINT_FILE).exists():
         raise RunError(f"{run_dir} has no {CHECKPOINT_FILE}: it never reached a checkpoint. Start it again with --out {run_dir} --overwrite")
     reg = reg or default_registry()
-    if steps is not None or epochs is not None:
+    extended = steps is not None or epochs is not None
+    if extended:
         spec = replace(spec, trainer=replace(spec.trainer, steps=steps, epochs=epochs if epochs is not None else spec.trainer.epochs))
-        atomic_write_json(run_dir / SPEC_FILE, spec.to_json())
     dataset = create_dataset(reg, spec.dataset)
     trainer = Trainer(run_dir, spec, dataset, registry=reg, on_log=on_log)
+    if extended and trainer._is_writer():
+        atomic_write_json(run_dir / SPEC_FILE, spec.to_json())
     trainer.load_checkpoint()
     return trainer
 

@@ -43,22 +43,30 @@ class Objective(nn.Module):
         self.divergences = nn.ModuleDict({n: m for n, _, m in divergences})
         self.weights: Dict[str, float] = {n: check_weight(n, w) for n, w, _ in divergences}
 
-    def forward(self, model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+    def forward(self, model: nn.Module, x: torch.Tensor, batch=None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """x (B, C, H, W) model values -> (loss, terms, z).
 
         terms: "reconstruction" and each divergence's unweighted value (0-dim,
-        detached); z: (B, D) the codes used.
+        detached); z: (B, D) the codes the divergences saw.
 
         A divergence with ``has_value = False`` (Stein's surrogate) contributes its gradient
         but no value: it is not among the terms, and it enters the loss as
         ``weight * (s - s.detach())``, which is 0 in value and has the surrogate's gradient,
         so the logged loss is the sum of the terms that mean something.
+
+        ``batch``: an ``infovae.distributed.GlobalBatch`` when x is this rank's
+        share of a global batch. The reconstruction stays this rank's mean (DDP
+        averages it); the divergences get the codes (and a diagonal-Gaussian
+        posterior) of the whole global batch, and z is then (B_global, D).
         """
         q = model.posterior(x)
-        z = q.rsample()
+        z = q.rsample() if batch is None else batch.rsample(q)
         recon = -model.log_likelihood(x, z).mean()
         loss = recon
         terms: Dict[str, torch.Tensor] = {"reconstruction": recon.detach()}
+        if batch is not None:
+            q = batch.gather_posterior(q) or q
+            z = batch.gather(z)
         for name, div in self.divergences.items():
             value = div(z, q, model.prior)
             if value.dim() != 0:

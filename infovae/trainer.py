@@ -7,12 +7,15 @@ Validation and sample grids run under ``torch.random.fork_rng`` with their own
 seeds, so they never change the training trajectory. On CPU, N steps + resume
 + N steps therefore gives bitwise the same weights as 2N steps.
 
-Distributed training will need changes in three places only, kept together
-here: device placement (``_setup``), the codes a divergence sees
-(``_divergence_batch``) and rank-0-only writes (``_is_writer``).
+Under torchrun (``infovae.distributed``) the same loop runs on every rank:
+``_setup`` joins the process group and wraps the model in DistributedDataParallel,
+the batch source hands each rank its share of the global batch, the objective
+gathers the codes of the global batch for the divergences, a stop flag is agreed
+each step, and rank 0 alone writes (``_is_writer``) while the others wait.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
@@ -26,9 +29,11 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from .build import build_model, resolve_device
+from .distributed import GlobalBatch, check_batch, env_world_size, init as init_distributed
 from .data import check_uint8_images, from_model, to_model
 from .errors import DataError, PluginOptionError, RunError, TrainingError
 from .images import save_grid
+from .loading import StepBatches, check_source, is_tensor, loader_batches, rows
 from .io import atomic_save_safetensors, atomic_write_json, flatten_state, read_safetensors, unflatten_state
 from .runs import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SAMPLES_DIR, STATUS_FILE, RunSpec
 
@@ -53,28 +58,56 @@ class TrainSummary:
 
 
 class _Interrupt:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+    """First Ctrl-C (or SIGTERM) asks the loop to stop after the current step; a second one aborts.
+
+    ``signum`` is the signal that asked (the exit status is 128 + signum). Under torchrun
+    (``abort_on_second = False``) a second signal does not abort: torchrun's agent forwards
+    the signal a terminal already sent, and it kills workers itself after its grace period."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self.abort_on_second = True
+        self.signum: Optional[int] = None
+        self._old: Dict[int, Any] = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
             def handler(signum, frame):
                 if self.requested:
+                    if not self.abort_on_second:
+                        return
                     raise KeyboardInterrupt
                 self.requested = True
+                self.signum = signum
 
-            signal.signal(signal.SIGINT, handler)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
         return False
+
+
+class _GlobalLoss(torch.nn.Module):
+    """What DistributedDataParallel wraps: the objective on this rank's share of the global batch.
+
+    Only the model's parameters are DDP's; the objective (and a discriminator in it) is
+    held outside the module tree, so DDP neither averages nor broadcasts it."""
+
+    def __init__(self, model, objective, batch: GlobalBatch):
+        super().__init__()
+        self.model = model
+        self.__dict__["objective"] = objective
+        self.batch = batch
+
+    def forward(self, x):
+        return self.objective(self.model, x, batch=self.batch)
 
 
 class Trainer:
@@ -90,13 +123,18 @@ class Trainer:
         self.registry = registry
         self.on_log = on_log
         self.interrupt = _Interrupt()
+        self.stop_signal = 0
         self._setup()
 
     # -- set-up ---------------------------------------------------------------------------------
     def _setup(self) -> None:
         t = self.spec.trainer
-        self.device = resolve_device(t.device)
-        torch.manual_seed(t.seed)
+        # Batch checks need only WORLD_SIZE: they fail before any rendezvous or data loading.
+        self.local_batch_size = check_batch(t.batch_size, env_world_size())
+        self.ctx = init_distributed(t.device)
+        self.interrupt.abort_on_second = not self.ctx.distributed
+        self.device = self.ctx.device
+        torch.manual_seed(t.seed)  # the same seed on every rank: the same init and the same draws
         model, objective = build_model(self.spec, self.registry)
         self.model = model.to(self.device)
         self.objective = objective.to(self.device)
@@ -123,27 +161,40 @@ class Trainer:
             if labelled:
                 raise PluginOptionError(f"metric(s) {', '.join(labelled)} need labels and cannot be tracked during training; use 'infovae evaluate'")
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if t.amp == "bf16" else nullcontext()
+        self._ddp = None
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(_GlobalLoss(self.model, self.objective, GlobalBatch(self.ctx)), device_ids=ids)
         self._loss_fn = self._loss
         if t.compile:
             self._loss_fn = torch.compile(self._loss)
 
-    def _load_split(self, name: str) -> torch.Tensor:
+    def _load_split(self, name: str):
+        """A split on the device (a tensor), or left where it is (a memory-mapped / indexable source)."""
         x = self.dataset.split(name)
+        what = f"data set {self.spec.dataset.name!r}, split {name!r}"
         try:
-            check_uint8_images(x, self.spec.data, f"data set {self.spec.dataset.name!r}, split {name!r}")
+            if is_tensor(x):
+                check_uint8_images(x, self.spec.data, what)
+            else:
+                check_source(x, self.spec.data, what)
         except ValueError as exc:
             raise DataError(str(exc)) from None
         if x.shape[0] == 0:
             raise DataError(f"data set {self.spec.dataset.name!r} has an empty {name!r} split")
-        return x.to(self.device)
+        return x.to(self.device) if is_tensor(x) else x
 
     def _is_writer(self) -> bool:
-        return True  # rank 0 only, once distributed training exists
+        return self.ctx.is_writer  # rank 0 (always, for one process)
 
     def _divergence_batch(self, z: torch.Tensor) -> torch.Tensor:
-        return z  # gathered across ranks, once distributed training exists
+        return z  # under torchrun the objective already returns the global batch's codes
 
     def _loss(self, x):
+        if self._ddp is not None:
+            return self._ddp(x)
         return self.objective(self.model, x)
 
     # -- state ----------------------------------------------------------------------------------
@@ -153,8 +204,12 @@ class Trainer:
         return tensors
 
     def save_checkpoint(self, status: str = "training") -> None:
-        if not self._is_writer():
-            return
+        """Rank 0 writes the (global) state; under torchrun the other ranks wait for it."""
+        if self._is_writer():
+            self._save_checkpoint(status)
+        self.ctx.barrier()
+
+    def _save_checkpoint(self, status: str) -> None:
         weights = self._state_tensors()
         optim = {"model": self.optimizer.state_dict(), **{f"divergence:{n}": o.state_dict() for n, o in self.div_optimizers.items()}}
         opt_tensors, skeleton = flatten_state(optim, prefix="optim")
@@ -185,7 +240,9 @@ class Trainer:
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.step = step
-        self._truncate_metrics(step)
+        if self._is_writer():
+            self._truncate_metrics(step)
+        self.ctx.barrier()
 
     def _truncate_metrics(self, step: int) -> None:
         p = self.run_dir / METRICS_FILE
@@ -204,6 +261,8 @@ class Trainer:
         atomic_write_bytes(p, ("\n".join(keep) + "\n").encode() if keep else b"")
 
     def _write_status(self, status: str, **extra) -> None:
+        if not self._is_writer():
+            return
         atomic_write_json(self.run_dir / STATUS_FILE, {"status": status, "step": self.step, "total_steps": self.total_steps, **extra})
 
     def _log(self, record: Dict[str, Any]) -> None:
@@ -216,24 +275,43 @@ class Trainer:
     # -- evaluation helpers ----------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
-        """Mean loss terms on the validation split (one z sample per example)."""
+        """Mean loss terms on the validation split (one z sample per example).
+
+        Chunks of max(batch, 256) examples (a multiple of the world size under torchrun);
+        under torchrun each chunk is sharded over the ranks with the divergences on the whole
+        chunk (as in training), a last chunk that does not divide is scored by rank 0, and
+        the sums are reduced over ranks."""
         if self.x_valid is None:
             return {}
         self.model.eval()
         sums: Dict[str, torch.Tensor] = {}
-        n_total = 0
-        bs = max(self.spec.trainer.batch_size, 256)
+        n_total = int(self.x_valid.shape[0])
+        W, r = self.ctx.world, self.ctx.rank
+        bs = -(-max(self.spec.trainer.batch_size, 256) // W) * W
+        batch = GlobalBatch(self.ctx) if self.ctx.distributed else None
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(_epoch_seed(self.spec.trainer.seed, -1))
-            for i in range(0, self.x_valid.shape[0], bs):
-                x = to_model(self.x_valid[i: i + bs], self.spec.data)
-                with self.amp:
-                    loss, terms, _ = self.objective(self.model, x)
-                k = x.shape[0]
+            for i in range(0, n_total, bs):
+                k = min(bs, n_total - i)
+                if batch is not None and k % W == 0:
+                    lo, k = i + r * (k // W), k // W
+                    x = to_model(rows(self.x_valid, lo, lo + k).to(self.device), self.spec.data)
+                    with self.amp:
+                        loss, terms, _ = self.objective(self.model, x, batch=batch)
+                elif r == 0:
+                    x = to_model(rows(self.x_valid, i, i + k).to(self.device), self.spec.data)
+                    with self.amp:
+                        loss, terms, _ = self.objective(self.model, x)
+                else:
+                    continue
                 for name, v in {"loss": loss.detach(), **terms}.items():
                     sums[name] = sums.get(name, 0) + v.float() * k
-                n_total += k
         self.model.train()
+        if self.ctx.distributed:
+            # The terms every rank reports (a rank may have scored no chunk): divergences with a value.
+            names = ["loss", "reconstruction"] + [n for n, d in self.objective.divergences.items() if getattr(d, "has_value", True)]
+            local = torch.stack([torch.as_tensor(sums.get(n, 0.0), dtype=torch.float64, device=self.device) for n in names])
+            sums = dict(zip(names, self.ctx.all_sum(local)))
         return {f"valid/{k}": float(v) / n_total for k, v in sums.items()}
 
     @torch.no_grad()
@@ -241,12 +319,12 @@ class Trainer:
         """The tracked metrics (the paper's Figure 1 curves) on a fixed validation subset."""
         t = self.spec.trainer
         names = [n.strip() for n in t.track.split(",") if n.strip()]
-        if not names:
+        if not names or not self._is_writer():
             return {}
         from .metrics import evaluate_metrics
 
         x = self.x_valid if self.x_valid is not None else self.x_train
-        x = x[: t.track_examples]
+        x = rows(x, 0, t.track_examples).to(self.device)
         options = {"num_samples": t.track_nll_samples} if "nll" in names else {}
         g = torch.Generator(device=self.device).manual_seed(t.seed + 2)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -260,7 +338,9 @@ class Trainer:
         return out
 
     @torch.no_grad()
-    def write_samples(self, name: str) -> Path:
+    def write_samples(self, name: str) -> Optional[Path]:
+        if not self._is_writer():
+            return None
         self.model.eval()
         g = torch.Generator(device=self.device).manual_seed(self.spec.trainer.seed + 1)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -271,96 +351,48 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self, progress: Optional[Any] = None) -> TrainSummary:
         """Train until ``total_steps``; returns a summary. Checkpoints each epoch (or every
-        ``checkpoint_every`` steps), on Ctrl-C and on a non-finite loss."""
+        ``checkpoint_every`` steps), on Ctrl-C / SIGTERM and on a non-finite loss.
+
+        The loop is four parts: the batch source (``_batches``), one optimisation step
+        (``_train_step``), the logging window (``_LogWindow``) and the checkpoint policy
+        (``_CheckpointPolicy``)."""
         t = self.spec.trainer
-        B = t.batch_size
         spe = self.steps_per_epoch
-        log_every = max(1, t.log_every)
-        last_ckpt = time.perf_counter()
         self.model.train()
         self.objective.train()
         if self._is_writer():
             self._write_status("training")
-        perm = None
-        perm_epoch = -1
-        sums: Dict[str, torch.Tensor] = {}
-        window_steps = 0
-        compute_time = 0.0
-        window_start = time.perf_counter()
-        run_start = window_start
-        total_compute = 0.0
+        batches = self._batches()
+        window = _LogWindow(self)
+        policy = _CheckpointPolicy(t)
         last: Dict[str, float] = {}
         status = "complete"
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        run_start = time.perf_counter()
         with self.interrupt:
             while self.step < self.total_steps:
-                epoch, i = divmod(self.step, spe)
-                if perm_epoch != epoch:
-                    if getattr(self.dataset, "dynamic", False):
-                        # A fresh draw of the data (dynamic binarization), reproducible per epoch.
-                        gd = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch) ^ 0x5EED)
-                        self.x_train = self.dataset.split("train", generator=gd).to(self.device)
-                    g = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch))
-                    perm = torch.randperm(self.x_train.shape[0], generator=g).to(self.device)
-                    perm_epoch = epoch
-                x = to_model(self.x_train[perm[i * B:(i + 1) * B]], self.spec.data)
-                sync()
-                c0 = time.perf_counter()
-                with self.amp:
-                    loss, terms, z = self._loss_fn(x)
-                if not torch.isfinite(loss):
-                    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"]
-                    self.save_checkpoint(status="failed")
-                    self._write_status("failed", error=f"non-finite {', '.join(bad)} at step {self.step}")
-                    raise TrainingError(
-                        f"the loss became non-finite at step {self.step} (epoch {epoch}): bad term(s) {', '.join(bad)}. "
-                        f"The last good state (step {self.step}) is saved in {self.run_dir}. Lower the learning rate or "
-                        f"the weight of {bad[0]!r}, or check the data."
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                div_logs: Dict[str, float] = {}
-                if self.div_optimizers:
-                    zd = self._divergence_batch(z.detach())
-                    for name, opt in self.div_optimizers.items():
-                        out = self.objective.divergences[name].update(zd, self.model.prior, opt) or {}
-                        div_logs.update({f"{name}/{k}": float(v) for k, v in out.items()})
-                sync()
-                compute_time += time.perf_counter() - c0
+                x = next(batches)
+                terms, div_logs, seconds = self._train_step(x)
                 self.step += 1
-                window_steps += 1
-                for k, v in {"loss": loss.detach(), **terms}.items():
-                    sums[k] = sums.get(k, 0) + v.float()
+                window.add(terms, div_logs, seconds)
                 end_of_epoch = self.step % spe == 0
-                if self.step % log_every == 0 or end_of_epoch or self.step == self.total_steps or self.interrupt.requested:
-                    now = time.perf_counter()
-                    wall = now - window_start
-                    rec = {"step": self.step, "epoch": self.step / spe, **{f"train/{k}": float(v) / window_steps for k, v in sums.items()}, **div_logs}
-                    rec["examples_per_second"] = window_steps * B / wall if wall > 0 else math.nan
-                    rec["overhead_fraction"] = max(0.0, 1.0 - compute_time / wall) if wall > 0 else 0.0
-                    total_compute += compute_time
-                    last = rec
+                stop, ckpt_elapsed = self._agree(policy.elapsed())
+                if window.due(self.step, end_of_epoch, stop):
+                    rec = last = window.close(self.step)
                     if end_of_epoch:
                         rec.update(self.validate())
                         rec.update(self.track())
                     self._log(rec)
-                    sums, window_steps, compute_time = {}, 0, 0.0
-                    window_start = time.perf_counter()
                 if progress is not None:
                     progress(self.step, self.total_steps, last)
                 if end_of_epoch and t.sample_every > 0 and (self.step // spe) % t.sample_every == 0:
                     self.write_samples(f"epoch_{self.step // spe:04d}")
-                if self.interrupt.requested:
+                if stop or (not self.ctx.distributed and self.interrupt.requested):
                     status = "interrupted"
+                    self.stop_signal = stop or int(getattr(self.interrupt, "signum", None) or signal.SIGINT)
                     break
-                if t.checkpoint_every > 0:
-                    due = self.step % t.checkpoint_every == 0
-                else:
-                    due = end_of_epoch and time.perf_counter() - last_ckpt >= t.checkpoint_seconds
-                if due and self.step < self.total_steps:
+                if policy.due(self.step, end_of_epoch, ckpt_elapsed) and self.step < self.total_steps:
                     self.save_checkpoint()
-                    last_ckpt = time.perf_counter()
+                    policy.saved()
         if status == "complete":
             self.write_samples("final")
         self.save_checkpoint(status=status)
@@ -369,9 +401,158 @@ class Trainer:
             run_dir=str(self.run_dir), status=status, step=self.step, total_steps=self.total_steps,
             epoch=self.step // spe, seconds=seconds,
             examples_per_second=last.get("examples_per_second", math.nan),
-            overhead_fraction=max(0.0, 1.0 - total_compute / seconds) if seconds > 0 else 0.0,
+            overhead_fraction=max(0.0, 1.0 - window.total_compute / seconds) if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
         )
+
+    def _agree(self, ckpt_elapsed: float):
+        """(stop signal number or 0, seconds since the last checkpoint), the same on every rank.
+
+        One process: the interrupt flag as it is now. Under torchrun: one all-reduce (max)
+        per step, so a signal on any rank stops every rank after the same step and the
+        time-based checkpoint decision is shared."""
+        signum = 0
+        if self.interrupt.requested:
+            signum = int(getattr(self.interrupt, "signum", None) or signal.SIGINT)
+        if not self.ctx.distributed:
+            return signum, ckpt_elapsed
+        signum, ckpt_elapsed = self.ctx.agree_max([signum, ckpt_elapsed])
+        return int(signum), ckpt_elapsed
+
+    def _batches(self):
+        """This rank's share of the global batch for each step from ``self.step`` on (model values).
+
+        The data order of epoch e is one permutation seeded by (seed, e), the same on every
+        rank; rank r of W takes rows r*B/W .. (r+1)*B/W - 1 of each global batch of B."""
+        t = self.spec.trainer
+        B, b, r = t.batch_size, self.local_batch_size, self.ctx.rank
+        spe = self.steps_per_epoch
+        if not is_tensor(self.x_train) and not getattr(self.dataset, "dynamic", False):
+            source = StepBatches(self.x_train, functools.partial(_epoch_seed, t.seed), B, b, r, spe, self.step, self.total_steps)
+            for xb in loader_batches(source, self.device):
+                yield to_model(xb, self.spec.data)
+            return
+        perm, perm_epoch = None, -1
+        while True:
+            epoch, i = divmod(self.step, spe)
+            if perm_epoch != epoch:
+                if getattr(self.dataset, "dynamic", False):
+                    # A fresh draw of the data (dynamic binarization), reproducible per epoch.
+                    gd = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch) ^ 0x5EED)
+                    self.x_train = self.dataset.split("train", generator=gd).to(self.device)
+                g = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch))
+                perm = torch.randperm(self.x_train.shape[0], generator=g).to(self.device)
+                perm_epoch = epoch
+            start = i * B + r * b
+            yield to_model(self.x_train[perm[start:start + b]], self.spec.data)
+
+    def _train_step(self, x: torch.Tensor):
+        """One optimisation step on this rank's batch x: (terms, divergence logs, compute seconds).
+
+        A non-finite loss on any rank stops every rank with the last good state saved."""
+        self._sync()
+        c0 = time.perf_counter()
+        with self.amp:
+            loss, terms, z = self._loss_fn(x)
+        finite = bool(torch.isfinite(loss))
+        if self.ctx.distributed:
+            finite = self.ctx.agree_max([0.0 if finite else 1.0])[0] == 0.0
+        if not finite:
+            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"]
+            self.save_checkpoint(status="failed")
+            self._write_status("failed", error=f"non-finite {', '.join(bad)} at step {self.step}")
+            raise TrainingError(
+                f"the loss became non-finite at step {self.step} (epoch {self.step // self.steps_per_epoch}): bad term(s) {', '.join(bad)}. "
+                f"The last good state (step {self.step}) is saved in {self.run_dir}. Lower the learning rate or "
+                f"the weight of {bad[0]!r}, or check the data."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        div_logs: Dict[str, float] = {}
+        if self.div_optimizers:
+            zd = self._divergence_batch(z.detach())
+            for name, opt in self.div_optimizers.items():
+                out = self.objective.divergences[name].update(zd, self.model.prior, opt) or {}
+                div_logs.update({f"{name}/{k}": float(v) for k, v in out.items()})
+        self._sync()
+        return {"loss": loss.detach(), **terms}, div_logs, time.perf_counter() - c0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def close(self) -> None:
+        """Leave the process group (under torchrun); a no-op for one process."""
+        self.ctx.shutdown()
+
+
+class _LogWindow:
+    """Mean loss terms, throughput and overhead over the steps since the last metrics line.
+
+    Under torchrun the terms are averaged over ranks when the window closes (one
+    all-reduce per line): the reconstruction is each rank's mean over its share, so
+    the average is the global batch's mean; divergences are already global."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+        self.log_every = max(1, trainer.spec.trainer.log_every)
+        self.total_compute = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: Dict[str, torch.Tensor] = {}
+        self.div_logs: Dict[str, float] = {}
+        self.steps = 0
+        self.compute = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, terms: Dict[str, torch.Tensor], div_logs: Dict[str, float], seconds: float) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0) + v.float()
+        self.div_logs = div_logs
+        self.steps += 1
+        self.compute += seconds
+
+    def due(self, step: int, end_of_epoch: bool, stop: bool) -> bool:
+        return step % self.log_every == 0 or end_of_epoch or step == self.trainer.total_steps or bool(stop)
+
+    def close(self, step: int) -> Dict[str, Any]:
+        tr = self.trainer
+        wall = time.perf_counter() - self.start
+        names = list(self.sums)
+        means = torch.stack([torch.as_tensor(self.sums[k], dtype=torch.float64) for k in names]) / self.steps
+        if tr.ctx.distributed:
+            means = tr.ctx.all_sum(means) / tr.ctx.world
+        values = means.tolist()
+        rec = {"step": step, "epoch": step / tr.steps_per_epoch, **{f"train/{k}": float(v) for k, v in zip(names, values)}, **self.div_logs}
+        rec["examples_per_second"] = self.steps * tr.spec.trainer.batch_size / wall if wall > 0 else math.nan
+        rec["overhead_fraction"] = max(0.0, 1.0 - self.compute / wall) if wall > 0 else 0.0
+        self.total_compute += self.compute
+        self._reset()
+        return rec
+
+
+class _CheckpointPolicy:
+    """When to checkpoint between the always-saved end / stop / failure states:
+    every ``checkpoint_every`` steps, or else at an epoch end once ``checkpoint_seconds``
+    have passed since the last save (the elapsed time is agreed over ranks)."""
+
+    def __init__(self, t):
+        self.every = t.checkpoint_every
+        self.seconds = t.checkpoint_seconds
+        self.last = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.last
+
+    def due(self, step: int, end_of_epoch: bool, elapsed: float) -> bool:
+        if self.every > 0:
+            return step % self.every == 0
+        return end_of_epoch and elapsed >= self.seconds
+
+    def saved(self) -> None:
+        self.last = time.perf_counter()
 
 
 def load_weights(model, objective, tensors: Dict[str, torch.Tensor], where: str) -> None:

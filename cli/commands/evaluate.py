@@ -1,6 +1,7 @@
 """``infovae evaluate``: metric plugins (the paper's metrics and any installed ones) on a trained run."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -64,6 +65,10 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
 
     if first and limit is None:
         raise click.BadParameter("--first takes the first N examples of --limit N; give --limit too", param_hint="--first")
+    from infovae.distributed import env_world_size
+
+    if env_world_size() > 1 and os.environ.get("RANK", "0") != "0":
+        return  # under torchrun rank 0 evaluates (not sharded yet) and alone writes evaluation.json
     reg = infovae.registry()
     names = parse_names(metrics)
     per_metric = split_targeted(options, names, "evaluate", "-o nll.num_samples=5000",

@@ -79,7 +79,7 @@ def config_options(cfg: Dict[str, Any]) -> List[str]:
 
 # Config-file keys are the command's own option names (one place: the click options below),
 # minus those that make no sense in a file, plus the [options] table.
-CONFIG_EXCLUDED = {"config_path", "resume", "overwrite", "as_json", "quiet", "options"}
+CONFIG_EXCLUDED = {"config_path", "resume", "overwrite", "as_json", "quiet", "options", "nproc_per_node"}
 CONFIG_ALIASES = {"compile": "compile_"}  # file key -> click parameter name
 
 
@@ -139,11 +139,12 @@ def apply_config(ctx: click.Context, param: click.Parameter, path):
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this directory (--steps/--epochs may extend it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--nproc-per-node", type=click.IntRange(1), default=None, help="Start N processes on this machine through torchrun (torch.distributed.run); --batch-size stays the global batch.")
 @click.pass_context
 @friendly_errors
 def train(ctx, config_path, dataset, encoder, decoder, divergence, options, latent_dim, batch_size, epochs, steps, lr,
           weight_decay, seed, device, amp, compile_, log_every, sample_every, checkpoint_every, track, out, overwrite, resume,
-          as_json, quiet):
+          as_json, quiet, nproc_per_node):
     """Train an InfoVAE composed of plugins and write a resumable run.
 
     \b
@@ -159,9 +160,14 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
       infovae train -d binarized-mnist -o dataset.path=data/binarized_mnist.npz -p pixelcnn -e conv
       infovae train --config experiment.toml --epochs 5
       infovae train --resume runs/mmd --epochs 200
+      infovae train --nproc-per-node 2 --device cpu    # 2 processes (gloo), same model as 1
+      torchrun --nproc-per-node 8 --no-python infovae train --device cuda -b 512
     """
+    if nproc_per_node is not None and nproc_per_node > 1:
+        return _launch(ctx, nproc_per_node, batch_size=batch_size, device=device)
+
     if resume is not None:
-        changed = [p for p in ctx.params if p not in ("resume", "steps", "epochs", "as_json", "quiet")
+        changed = [p for p in ctx.params if p not in ("resume", "steps", "epochs", "as_json", "quiet", "nproc_per_node")
                    and ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)]
         if changed:
             raise click.UsageError(f"--resume continues a run as it was specified; only --steps and --epochs may change (got {', '.join('--' + c.replace('_', '-') for c in changed)})")
@@ -195,6 +201,44 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
     _run(trainer, as_json, quiet)
 
 
+def _strip_nproc(argv: List[str]) -> List[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc-per-node":
+            skip = True
+        elif not a.startswith("--nproc-per-node="):
+            out.append(a)
+    return out
+
+
+def _launch(ctx, nproc: int, batch_size: int, device: str) -> None:
+    """Re-run this command as ``nproc`` torchrun workers (torch's elastic launcher, standalone rendezvous)."""
+    import torch
+
+    from infovae.distributed import check_batch, env_world_size
+
+    if env_world_size() > 1:
+        raise click.UsageError("--nproc-per-node starts torchrun; this process already runs under torchrun, so drop it")
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if have < nproc:
+            raise click.UsageError(f"--nproc-per-node {nproc} with --device {device} needs {nproc} GPUs; this machine has {have}. Use --nproc-per-node {have or 1} or --device cpu")
+    check_batch(int(batch_size), nproc)  # --config values are already in batch_size (click's default_map)
+    argv = _strip_nproc(ctx.find_root().meta.get("infovae.argv", []))
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(nproc), "--module", "infovae.cli.main", *argv])
+    except ChildFailedError as exc:
+        codes = {int(f.exitcode) for f in exc.failures.values()}
+        if codes <= {130, 143}:
+            sys.exit(max(codes))
+        raise click.ClickException(f"a training process failed ({exc.get_first_failure()[1].exitcode}); see its error above") from None
+
+
 def _resume(ctx, run_dir, steps, epochs, as_json, quiet):
     from infovae.api import resume_training
 
@@ -218,6 +262,8 @@ def _run(trainer, as_json: bool, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     err = Console(stderr=True)
+    quiet = quiet or not trainer._is_writer()  # under torchrun only rank 0 reports
+    as_json = as_json and trainer._is_writer()
     interactive = err.is_terminal and not quiet
     spe = trainer.steps_per_epoch
 
@@ -234,6 +280,15 @@ def _run(trainer, as_json: bool, quiet: bool):
             summary = trainer.fit(progress=lambda s, tot, rec: prog.update(task, completed=s, description=_describe(rec)))
     else:
         summary = trainer.fit()
+    if summary.status == "interrupted":
+        # Stopped by a signal and checkpointed: further signals (torchrun's agent forwards one
+        # to the ranks still finishing) must not turn the clean exit into a kill.
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    trainer.ctx.barrier()  # every rank is done before any exits
+    trainer.close()
     result = {
         "run": summary.run_dir, "status": summary.status, "step": summary.step, "total_steps": summary.total_steps,
         "seconds": round(summary.seconds, 3), "examples_per_second": summary.examples_per_second,
@@ -248,4 +303,4 @@ def _run(trainer, as_json: bool, quiet: bool):
         if summary.status == "interrupted":
             click.echo(f"resume with: infovae train --resume {summary.run_dir}")
     if summary.status == "interrupted":
-        sys.exit(130)
+        sys.exit(128 + (trainer.stop_signal or 2))  # 130 after Ctrl-C, 143 after SIGTERM

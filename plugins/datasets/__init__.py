@@ -64,3 +64,15 @@ def register_datasets(register):
             seed,
         ],
     )
+    register(
+        "array",
+        "infovae.plugins.datasets.array:ArrayDataset",
+        summary="Memory-mapped uint8 .npy (N,C,H,W or N,H,W), or a directory of .npy shards with manifest.json ('infovae data convert'); for data larger than memory.",
+        options=[
+            Option("path", str, "", "a uint8 .npy file, or a directory written by 'infovae data convert'"),
+            Option("kind", str, "auto", "binary, gray8 or rgb8; auto: the manifest's, or gray8/rgb8 by channels", choices=("auto", "binary", "gray8", "rgb8")),
+            Option("valid_size", int, 0, "single .npy file: examples carved out (seeded) as the valid split", minimum=0),
+            Option("test_size", int, 0, "single .npy file: examples carved out (seeded) as the test split", minimum=0),
+            seed,
+        ],
+    )

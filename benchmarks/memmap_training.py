@@ -1,0 +1,153 @@
+"""Training from a memory-mapped file larger than memory budgets vs. from an in-memory tensor.
+
+    python benchmarks/memmap_training.py --data ../shared/data/binarized_mnist.npz --gib 2.05 --steps 400 --repeats 3
+
+Builds a uint8 (N, 1, 28, 28) .npy of at least ``--gib`` GiB by tiling the
+binarized MNIST training images (in a scratch directory, deleted at the end),
+then trains the default model (mlp encoder, bernoulli-mlp decoder, mmd=100,
+z = 8, batch 64, CPU) for ``--steps`` steps, alternating:
+
+- baseline: the binarized-mnist data set (50k images, an in-memory tensor, the fast path);
+- ours: the ``array`` data set on the big file (memory-mapped, read through the DataLoader path).
+
+Memory: each trial is a fresh process training ``--steps`` steps that reports its
+resident memory: RSS after imports (before the data set is opened) and the peak RSS
+(VmHWM) at the end; "added" = peak - after-imports.
+
+Throughput: the machine is shared, so whole-run examples/s of separate processes
+swing by 2x with the load. Instead one process holds both trainers and alternates
+them step by step (each step = fetching its batch + the optimisation step), for
+``--steps`` steps after a warm-up; the ratio of the median step times is the figure.
+Prints medians and ratios as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TRIAL = r"""
+import json, sys, time
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+import torch
+torch.set_num_threads(1)
+import infovae
+from infovae.api import start_training
+from infovae.build import make_run_spec
+from infovae.runs import TrainerConfig
+dataset, options, steps, out = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rss0 = status('VmRSS:')
+cfg = TrainerConfig(batch_size=64, steps=steps, seed=0, log_every=10**9, checkpoint_every=0, device='cpu', valid=False)
+spec, ds = make_run_spec(dataset=dataset, dataset_options=options, latent_dim=8, encoder='mlp', encoder_options={},
+                         decoder='bernoulli-mlp', decoder_options={}, divergences=[('mmd', 100.0, {})], trainer=cfg)
+tr = start_training(out, spec, ds, overwrite=True)
+t0 = time.perf_counter()
+s = tr.fit()
+loop = time.perf_counter() - t0
+print(json.dumps({"examples_per_second": steps * 64 / loop, "rss_after_imports_mib": rss0,
+                  "peak_rss_mib": status('VmHWM:'), "in_memory": torch.is_tensor(tr.x_train)}))
+"""
+
+INTERLEAVED = r"""
+import json, statistics, sys, time
+import torch
+torch.set_num_threads(1)
+from infovae.api import start_training
+from infovae.build import make_run_spec
+from infovae.runs import TrainerConfig
+mem_opts, map_opts, steps, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def trainer(dataset, options, name):
+    cfg = TrainerConfig(batch_size=64, steps=10**7, seed=0, log_every=10**9, checkpoint_every=0, device='cpu', valid=False)
+    spec, ds = make_run_spec(dataset=dataset, dataset_options=options, latent_dim=8, encoder='mlp', encoder_options={},
+                             decoder='bernoulli-mlp', decoder_options={}, divergences=[('mmd', 100.0, {})], trainer=cfg)
+    tr = start_training(out + name, spec, ds, overwrite=True)
+    tr.model.train(); tr.objective.train()
+    return tr, tr._batches()
+paths = {"in-memory": trainer('binarized-mnist', mem_opts, 'mem'), "memmap": trainer('array', map_opts, 'map')}
+times = {k: [] for k in paths}
+for i in range(steps + 50):
+    for k, (tr, batches) in paths.items():
+        t0 = time.perf_counter()
+        x = next(batches)
+        tr._train_step(x)
+        tr.step += 1
+        if i >= 50:
+            times[k].append(time.perf_counter() - t0)
+print(json.dumps({k: statistics.median(v) * 1000 for k, v in times.items()}))
+"""
+
+
+def make_big(src_npz: Path, path: Path, gib: float) -> int:
+    import numpy as np
+
+    with np.load(src_npz, allow_pickle=False) as z:
+        base = z["x_train"].reshape(-1, 1, 28, 28).astype(np.uint8)
+    n = int(-(-gib * 2**30 // base[0].nbytes))
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 1, 28, 28))
+    for lo in range(0, n, base.shape[0]):
+        hi = min(n, lo + base.shape[0])
+        mm[lo:hi] = base[: hi - lo]
+    mm.flush()
+    del mm
+    return n
+
+
+def trial(dataset: str, options: dict, steps: int, out: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", TRIAL, dataset, json.dumps(options), str(steps), str(out)],
+                         capture_output=True, text=True, env=env, check=False)
+    if res.returncode:
+        raise SystemExit(res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist.npz")
+    ap.add_argument("--gib", type=float, default=2.05)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scratch", type=Path, default=None, help="directory for the big file (default: a temporary one)")
+    args = ap.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="infovae-memmap-", dir=args.scratch))
+    try:
+        big = scratch / "big.npy"
+        n = make_big(args.data, big, args.gib)
+        size_gib = big.stat().st_size / 2**30
+        mem_opts, map_opts = {"path": str(args.data)}, {"path": str(big), "kind": "binary"}
+        rows = {"in-memory": [], "memmap": []}
+        for r in range(args.repeats):
+            rows["in-memory"].append(trial("binarized-mnist", mem_opts, args.steps, scratch / "run-mem"))
+            rows["memmap"].append(trial("array", map_opts, args.steps, scratch / "run-map"))
+        med = {k: {m: statistics.median(t[m] for t in v) for m in ("rss_after_imports_mib", "peak_rss_mib")} for k, v in rows.items()}
+        for v in med.values():
+            v["added_rss_mib"] = v["peak_rss_mib"] - v["rss_after_imports_mib"]
+        step_ms = []
+        for r in range(args.repeats):
+            res = subprocess.run([sys.executable, "-c", INTERLEAVED, json.dumps(mem_opts), json.dumps(map_opts), str(args.steps), str(scratch / "inter-")],
+                                 capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+            if res.returncode:
+                raise SystemExit(res.stderr[-3000:])
+            step_ms.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        ratios = [s["in-memory"] / s["memmap"] for s in step_ms]
+        result = {
+            "file_gib": round(size_gib, 3), "examples": n, "steps": args.steps, "repeats": args.repeats, "memory_medians": med,
+            "median_step_ms": step_ms, "throughput_ratio_memmap_over_in_memory": statistics.median(ratios), "ratios": ratios,
+            "memory_trials": rows,
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(scratch)
+
+
+if __name__ == "__main__":
+    main()
