@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from infovae.options import parse_assignments
+from infovae.options import split_targeted
 
 from .common import friendly_errors
 
@@ -21,7 +21,7 @@ def data():
 @data.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Option of the SOURCE data set plugin (repeatable).")
+@click.option("--option", "-o", "options", multiple=True, metavar="dataset.KEY=VALUE", help="Option of the SOURCE data set plugin, e.g. -o dataset.path=... (repeatable).")
 @click.option("--shard-mib", type=click.IntRange(1), default=1024, show_default=True, help="Largest shard file, in MiB.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly_errors
@@ -35,8 +35,8 @@ def convert(source, out, options, shard_mib, quiet):
 
     \b
     Examples:
-      infovae data convert binarized-mnist data/bmnist -o path=data/binarized_mnist.npz
-      infovae data convert cifar10 data/cifar -o path=data/cifar-10-batches-bin
+      infovae data convert binarized-mnist data/bmnist -o dataset.path=data/binarized_mnist.npz
+      infovae data convert cifar10 data/cifar -o dataset.path=data/cifar-10-batches-bin
       infovae train -d array -o dataset.path=data/bmnist -e conv -p pixelcnn
     """
     import numpy as np
@@ -50,7 +50,8 @@ def convert(source, out, options, shard_mib, quiet):
     if not out.parent.is_dir():
         raise click.ClickException(f"the folder {out.parent} does not exist; create it first")
     reg = infovae.registry()
-    choice = resolve_choice(reg, "datasets", source, parse_assignments(list(options), what="-o"))
+    opts = split_targeted(options, ["dataset"], "data convert", "-o dataset.path=data/binarized_mnist.npz")
+    choice = resolve_choice(reg, "datasets", source, opts.get("dataset", {}))
     ds = create_dataset(reg, choice)
     spec = ds.spec
     row_bytes = int(np.prod(spec.shape))
