@@ -69,6 +69,7 @@ class TrainerConfig:
     track: str = ""  # comma-separated metrics logged each epoch on the validation split (e.g. "mutual-information,nll")
     track_examples: int = 500  # validation examples the tracked metrics use
     track_nll_samples: int = 100  # importance samples K for a tracked "nll"
+    flush_denormal: bool = True  # CPU only: denormal floats count as 0 during fit (see infovae.denormals)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class RunSpec:
         try:
             trainer = dict(obj["trainer"])
             trainer["betas"] = tuple(trainer["betas"])
+            trainer.setdefault("flush_denormal", False)  # runs written before the setting existed kept denormals
             known = set(TrainerConfig.__dataclass_fields__)
             return cls(
                 dataset=PluginChoice(**obj["dataset"]),

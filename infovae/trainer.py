@@ -31,6 +31,7 @@ import torch
 from .build import build_model, resolve_device
 from .distributed import GlobalBatch, check_batch, env_world_size, init as init_distributed
 from .data import check_uint8_images, from_model, to_model
+from .denormals import flush_denormal
 from .errors import DataError, PluginOptionError, RunError, TrainingError
 from .images import save_grid
 from .loading import StepBatches, check_source, is_tensor, loader_batches, rows
@@ -46,6 +47,16 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 @dataclass
 class TrainSummary:
+    """What one ``Trainer.fit`` call did. Times in seconds, rates in examples per second.
+
+    examples_per_second is the whole run's training-loop rate: ``examples`` (steps
+    taken in this call x batch size) over ``loop_seconds``, the time of the steps
+    themselves with their batch indexing and logging, but not validation, tracked
+    metrics, sample grids or checkpoints. ``fit_examples_per_second`` divides by
+    ``seconds``, everything ``fit`` did; ``window_examples_per_second`` is the last
+    logging window alone (a detail: it moves with whatever the machine did then).
+    """
+
     run_dir: str
     status: str
     step: int
@@ -55,6 +66,25 @@ class TrainSummary:
     examples_per_second: float
     overhead_fraction: float
     last: Dict[str, float] = field(default_factory=dict)
+    examples: int = 0
+    loop_seconds: float = math.nan
+    fit_examples_per_second: float = math.nan
+    window_examples_per_second: float = math.nan
+    flush_denormal: bool = False
+
+
+def _aside(method):
+    """Counts the wall time of a Trainer method as outside the training loop (``Trainer._aside_seconds``)."""
+
+    @functools.wraps(method)
+    def timed(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._aside_seconds += time.perf_counter() - t0
+
+    return timed
 
 
 class _Interrupt:
@@ -115,6 +145,8 @@ class Trainer:
 
     ``on_log(record)`` is called with every metrics record (for progress displays).
     """
+
+    _aside_seconds = 0.0  # validation, tracked metrics, sample grids, checkpoints in the current fit()
 
     def __init__(self, run_dir, spec: RunSpec, dataset, registry=None, on_log: Optional[Callable[[Dict[str, Any]], None]] = None):
         self.run_dir = Path(run_dir)
@@ -203,6 +235,7 @@ class Trainer:
         tensors.update({f"objective.{k}": v for k, v in self.objective.state_dict().items()})
         return tensors
 
+    @_aside
     def save_checkpoint(self, status: str = "training") -> None:
         """Rank 0 writes the (global) state; under torchrun the other ranks wait for it."""
         if self._is_writer():
@@ -273,6 +306,7 @@ class Trainer:
             self.on_log(record)
 
     # -- evaluation helpers ----------------------------------------------------------------------
+    @_aside
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
         """Mean loss terms on the validation split (one z sample per example).
@@ -314,6 +348,7 @@ class Trainer:
             sums = dict(zip(names, self.ctx.all_sum(local)))
         return {f"valid/{k}": float(v) / n_total for k, v in sums.items()}
 
+    @_aside
     @torch.no_grad()
     def track(self) -> Dict[str, float]:
         """The tracked metrics (the paper's Figure 1 curves) on a fixed validation subset."""
@@ -337,6 +372,7 @@ class Trainer:
                 out[f"track/{name}/log_M"] = float(res["log_M"])
         return out
 
+    @_aside
     @torch.no_grad()
     def write_samples(self, name: str) -> Optional[Path]:
         if not self._is_writer():
@@ -351,11 +387,20 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self, progress: Optional[Any] = None) -> TrainSummary:
         """Train until ``total_steps``; returns a summary. Checkpoints each epoch (or every
-        ``checkpoint_every`` steps), on Ctrl-C / SIGTERM and on a non-finite loss.
+        ``checkpoint_every`` steps), on Ctrl-C / SIGTERM and on a non-finite loss. On the CPU,
+        denormal floats are flushed to zero meanwhile when the spec asks (``flush_denormal``),
+        and the process's previous setting comes back afterwards.
 
         The loop is four parts: the batch source (``_batches``), one optimisation step
         (``_train_step``), the logging window (``_LogWindow``) and the checkpoint policy
         (``_CheckpointPolicy``)."""
+        on = bool(getattr(self.spec.trainer, "flush_denormal", False)) and self.device.type == "cpu"
+        with flush_denormal(on) as flushed:
+            summary = self._fit(progress)
+        summary.flush_denormal = flushed
+        return summary
+
+    def _fit(self, progress: Optional[Any] = None) -> TrainSummary:
         t = self.spec.trainer
         spe = self.steps_per_epoch
         self.model.train()
@@ -368,6 +413,7 @@ class Trainer:
         last: Dict[str, float] = {}
         status = "complete"
         run_start = time.perf_counter()
+        start_step, self._aside_seconds = self.step, 0.0
         with self.interrupt:
             while self.step < self.total_steps:
                 x = next(batches)
@@ -397,12 +443,17 @@ class Trainer:
             self.write_samples("final")
         self.save_checkpoint(status=status)
         seconds = time.perf_counter() - run_start
+        examples = (self.step - start_step) * t.batch_size  # global batch under torchrun
+        loop_seconds = max(seconds - self._aside_seconds, 0.0)
         return TrainSummary(
             run_dir=str(self.run_dir), status=status, step=self.step, total_steps=self.total_steps,
             epoch=self.step // spe, seconds=seconds,
-            examples_per_second=last.get("examples_per_second", math.nan),
+            examples_per_second=examples / loop_seconds if loop_seconds > 0 else math.nan,
             overhead_fraction=max(0.0, 1.0 - window.total_compute / seconds) if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
+            examples=examples, loop_seconds=loop_seconds,
+            fit_examples_per_second=examples / seconds if seconds > 0 else math.nan,
+            window_examples_per_second=last.get("examples_per_second", math.nan),
         )
 
     def _agree(self, ckpt_elapsed: float):

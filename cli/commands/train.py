@@ -133,6 +133,8 @@ def apply_config(ctx: click.Context, param: click.Parameter, path):
 @click.option("--log-every", type=int, default=TC.log_every, show_default=True, help="Steps between metric lines.")
 @click.option("--sample-every", type=int, default=TC.sample_every, show_default=True, help="Epochs between sample grids (0: at the end only).")
 @click.option("--checkpoint-every", type=int, default=TC.checkpoint_every, show_default=True, help="Steps between checkpoints (0: at an epoch end once a minute has passed; Ctrl-C and the end always checkpoint).")
+@click.option("--flush-denormal/--no-flush-denormal", "flush_denormal", default=TC.flush_denormal, show_default=True,
+              help="On the CPU, treat denormal floats as 0 while training (faster once Adam's moments decay; recorded in spec.json).")
 @click.option("--track", default=TC.track, help="Metrics logged each epoch on validation data, e.g. mutual-information,nll (the paper's Figure 1 curves).")
 @click.option("--out", "-O", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True, help="Run directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
@@ -144,7 +146,7 @@ def apply_config(ctx: click.Context, param: click.Parameter, path):
 @friendly_errors
 def train(ctx, config_path, dataset, encoder, decoder, divergence, options, latent_dim, batch_size, epochs, steps, lr,
           weight_decay, seed, device, amp, compile_, log_every, sample_every, checkpoint_every, track, out, overwrite, resume,
-          as_json, quiet, nproc_per_node):
+          as_json, quiet, nproc_per_node, flush_denormal):
     """Train an InfoVAE composed of plugins and write a resumable run.
 
     \b
@@ -184,6 +186,7 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
         batch_size=int(batch_size), epochs=int(epochs), steps=None if steps is None else int(steps), lr=float(lr),
         weight_decay=float(weight_decay), seed=int(seed), device=str(device), amp=str(amp), compile=bool(compile_),
         log_every=int(log_every), sample_every=int(sample_every), checkpoint_every=int(checkpoint_every), track=str(track),
+        flush_denormal=bool(flush_denormal),
     )
     from infovae.api import start_training
     from infovae.build import make_run_spec
@@ -291,15 +294,23 @@ def _run(trainer, as_json: bool, quiet: bool):
     trainer.close()
     result = {
         "run": summary.run_dir, "status": summary.status, "step": summary.step, "total_steps": summary.total_steps,
-        "seconds": round(summary.seconds, 3), "examples_per_second": summary.examples_per_second,
-        "overhead_fraction": summary.overhead_fraction, **{k: v for k, v in summary.last.items() if k.startswith(("train/", "valid/"))},
+        "seconds": round(summary.seconds, 3), "examples": summary.examples,
+        # Whole run, training loop (steps, batches, logging; not validation, grids, checkpoints):
+        "loop_seconds": round(summary.loop_seconds, 3), "examples_per_second": summary.examples_per_second,
+        # Whole run, everything fit() did; then the last logging window alone:
+        "fit_examples_per_second": summary.fit_examples_per_second,
+        "last_window_examples_per_second": summary.window_examples_per_second,
+        "overhead_fraction": summary.overhead_fraction, "flush_denormal": summary.flush_denormal,
+        **{k: v for k, v in summary.last.items() if k.startswith(("train/", "valid/"))},
     }
     result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
     if as_json:
         echo_json(result)
     elif not quiet:
-        click.echo(f"{summary.status}: {summary.step}/{summary.total_steps} steps in {summary.seconds:.1f} s "
-                   f"({summary.examples_per_second:.0f} examples/s, {100 * summary.overhead_fraction:.1f}% outside the model) -> {summary.run_dir}")
+        click.echo(f"{summary.status}: {summary.step}/{summary.total_steps} steps in {summary.seconds:.1f} s -> {summary.run_dir}")
+        click.echo(f"throughput: {summary.examples_per_second:.0f} examples/s over the training loop ({summary.loop_seconds:.1f} s), "
+                   f"{summary.fit_examples_per_second:.0f} over the whole fit, {summary.window_examples_per_second:.0f} in the last "
+                   f"logging window; {100 * summary.overhead_fraction:.1f}% of the fit outside the model's forward/backward/step")
         if summary.status == "interrupted":
             click.echo(f"resume with: infovae train --resume {summary.run_dir}")
     if summary.status == "interrupted":
