@@ -170,7 +170,11 @@ class Trainer:
         model, objective = build_model(self.spec, self.registry)
         self.model = model.to(self.device)
         self.objective = objective.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, foreach=True)
+        # The fused kernel updates each tensor in one pass: on one CPU core the foreach path's eight passes
+        # over the parameters took a quarter of an MLP VAE's step (benchmarks/RESULTS.md, issue 16).
+        # A checkpoint keeps its optimizer's implementation: load_state_dict restores the saved group flags.
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {"foreach": True}
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, **fused)
         # Divergences with their own state (e.g. a discriminator) bring their own optimizer.
         self.div_optimizers: Dict[str, torch.optim.Optimizer] = {}
         for name, div in self.objective.divergences.items():
