@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench example clean
+.PHONY: setup demo test test-all bench bench-peers-setup example clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: setup
 bench: setup
 	$(PY) benchmarks/regularizers.py
 	$(PY) benchmarks/decoders.py
+
+# Benchmark-only peer (benchmarks/peers_training.py): pythae 0.1.2 with --no-deps, so its requirements
+# never replace the CPU torch, plus the packages it imports; matplotlib for benchmarks/training_gflops.py.
+bench-peers-setup: setup
+	$(PY) -m pip install -q pydantic cloudpickle imageio scipy tqdm typing-extensions matplotlib
+	$(PY) -m pip install -q --no-deps pythae==0.1.2
+	$(PY) -c "import torch, pythae; assert torch.__version__.split('+')[0] == '2.13.0', 'pythae set-up replaced torch: ' + torch.__version__"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache runs
