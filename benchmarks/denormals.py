@@ -131,6 +131,8 @@ def main(argv=None) -> int:
                     print(f"{model:10} flush {flush:3} round {r + 1}: {res['examples_per_second']:8.0f} ex/s over the loop, "
                           f"most denormal Adam values {worst:,} of {res['adam_state_values']:,}", flush=True)
             results[model] = runs
+            if a.json_out:  # after each model, so a long study keeps what it measured
+                Path(a.json_out).write_text(json.dumps(results, indent=1))
     print()
     print("| model | flush | loop ex/s median | most denormal Adam values | ratio on/off |")
     print("| --- | --- | --- | --- | --- |")
@@ -139,8 +141,6 @@ def main(argv=None) -> int:
         for f in ("on", "off"):
             worst = max(x["denormal_adam_state"] for r in runs[f] for x in r["windows"])
             print(f"| {model} | {f} | {med[f]:,.0f} | {worst:,} | {med['on'] / med['off']:.2f}x |")
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(results, indent=1))
     return 0
 
 

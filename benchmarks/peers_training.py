@@ -288,6 +288,10 @@ def main(argv=None) -> int:
                               f"command {s['command']:7.0f} ex/s  loss {s['loss']:.3f}", flush=True)
                 key = f"{config}/{loss}"
                 results[key] = {"params": ours, **{c: summarize(v) for c, v in samples.items()}}
+                if args.json_out:  # after each configuration, so a long run keeps what it measured
+                    meta = {"torch": torch.__version__, "threads": 1, "rounds": args.rounds, "digits_epochs": args.digits_epochs,
+                            "machine": os.uname().machine, "cpu_count": os.cpu_count()}
+                    Path(args.json_out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print()
     print("| config | loss | contender | loop ex/s median (min) | command ex/s median (min) | last-epoch loss | loop vs pythae | command vs pythae |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -300,10 +304,6 @@ def main(argv=None) -> int:
             rc = f"{s['command_median'] / base['command_median']:.2f}x" if base else "-"
             print(f"| {config} | {loss} | {c} | {s['loop_median']:,.0f} ({s['loop_min']:,.0f}) | "
                   f"{s['command_median']:,.0f} ({s['command_min']:,.0f}) | {s['loss_median']:.2f} | {rl} | {rc} |")
-    if args.json_out:
-        meta = {"torch": torch.__version__, "threads": 1, "rounds": args.rounds, "digits_epochs": args.digits_epochs,
-                "machine": os.uname().machine, "cpu_count": os.cpu_count()}
-        Path(args.json_out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     return 0
 
 
