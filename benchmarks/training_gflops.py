@@ -10,7 +10,7 @@
   (median of the rounds, whiskers min..max) and, when given, per logging window
   from ``benchmarks/denormals.py --json`` (the late-epoch denormal dip).
 
-Run: ``python benchmarks/training_gflops.py --peers peers.json --denormals denormals.json --out benchmarks/training_gflops.png``.
+Run: ``python benchmarks/training_gflops.py --peers peers.json [more.json ...] --denormals denormals.json --out benchmarks/training_gflops.png``.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def flop_per_example(config: str, loss: str, data: str, batch: int = 64) -> floa
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--peers", required=True, help="JSON from benchmarks/peers_training.py --json")
+    ap.add_argument("--peers", required=True, nargs="+", help="JSON file(s) from benchmarks/peers_training.py --json")
     ap.add_argument("--denormals", help="JSON from benchmarks/denormals.py --json (optional second panel)")
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "binarized_mnist.npz"))
     ap.add_argument("--out", default=str(HERE / "training_gflops.png"))
@@ -74,7 +74,9 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peers = json.loads(Path(a.peers).read_text())["results"]
+    peers = {}
+    for path in a.peers:
+        peers.update(json.loads(Path(path).read_text())["results"])
     peak = peak_gflops()
     print(f"fp32 peak, one thread, 2048^3 matmul: {peak:.1f} GFLOP/s")
     rows = []
