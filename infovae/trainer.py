@@ -171,7 +171,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.objective = objective.to(self.device)
         # The fused kernel updates each tensor in one pass: on one CPU core the foreach path's eight passes
-        # over the parameters took a quarter of an MLP VAE's step (benchmarks/RESULTS.md, issue 16).
+        # over the parameters took 38% of an MLP VAE's step (benchmarks/RESULTS.md, issue 16).
         # A checkpoint keeps its optimizer's implementation: load_state_dict restores the saved group flags.
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {"foreach": True}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, **fused)
