@@ -43,11 +43,14 @@ def _list(kind):
 @click.option("--no-training", is_flag=True, help="Skip the training throughput.")
 @click.option("--no-sampling", is_flag=True, help="Skip the sampling comparison.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--peer-path", type=click.Path(file_okay=False), default=None,
+              help="A checkout of pclucas14/pixel-cnn-pp: compare PixelCNN++ training with it instead "
+                   "(rgb8 32x32, --batch-size, --preset or the small configuration with dropout 0.5).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of the table(s).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the results to this JSON file (atomically).")
 def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, sample_batch, naive_rows, latent_dim,
-             threads, no_training, no_sampling, seed, as_json, out_path):
+             threads, no_training, no_sampling, seed, peer_path, as_json, out_path):
     """Time the autoregressive decoders: training images/s and sampling time.
 
     Training: one Adam step on random data, eager vs bf16 autocast vs
@@ -63,6 +66,7 @@ def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, 
       infovae bench decoders --decoders pixelcnnpp --sizes 32 --no-training --json --out sampling.json
       infovae bench decoders --sizes 28 --modes eager,bf16 --naive-rows 4
       infovae bench decoders --device cuda --preset paper --batch-size 64 --out gpu.json
+      infovae bench decoders --peer-path /tmp/pixelcnnpp-port --batch-size 16 --modes eager --threads 1
     """
     import torch
 
@@ -70,6 +74,18 @@ def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, 
 
     if threads:
         torch.set_num_threads(threads)
+    if peer_path is not None:
+        from infovae.bench.pixelcnnpp_peer import run as run_peer, table as peer_table
+
+        nr_resnet, nr_filters, nr_mix = (5, 160, 10) if preset == "paper" else (1, 32, 5)
+        try:
+            result = run_peer(peer_path, batch_size=batch_size, nr_resnet=nr_resnet, nr_filters=nr_filters, nr_mix=nr_mix,
+                              steps=steps, warmup=warmup, compile_="compile" in modes,
+                              progress=None if as_json else (lambda msg: click.echo(f"  {msg}", err=True)))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        emit_benchmark(result, as_json, out_path, [peer_table(result)])
+        return
     try:
         result = run(
             device=device, decoders=decoders, sizes=sizes, modes=modes, batch_size=batch_size, steps=steps,

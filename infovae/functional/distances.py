@@ -70,13 +70,18 @@ def _autocast_enabled(device: torch.device) -> bool:
         return True
 
 
-def _matmul_backend(device: torch.device):
-    if device.type == "cuda":
+@functools.lru_cache(maxsize=8)
+def _matmul_backend_for(device_type: str):
+    if device_type == "cuda":
         return torch.backends.cuda.matmul
-    if device.type == "cpu":
+    if device_type == "cpu":
         mkldnn = getattr(torch.backends, "mkldnn", None)
         return getattr(mkldnn, "matmul", None)
     return None
+
+
+def _matmul_backend(device: torch.device):
+    return _matmul_backend_for(device.type)
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -84,8 +89,9 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def check_samples(x: torch.Tensor, name: str = "x", min_rows: int = 1) -> None:
-    """Raise a clear error unless x is a floating (rows, d) tensor with finite values."""
+def check_samples(x: torch.Tensor, name: str = "x", min_rows: int = 1, finite: bool = True) -> None:
+    """Raise a clear error unless x is a floating (rows, d) tensor with finite values
+    (finite=False: the caller checks finiteness itself, see ``check_finite``)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (rows, dim), got {type(x).__name__}")
     if x.dim() != 2:
@@ -96,7 +102,15 @@ def check_samples(x: torch.Tensor, name: str = "x", min_rows: int = 1) -> None:
         raise ValueError(f"{name} needs at least {min_rows} row(s), got {x.shape[0]}")
     if x.shape[1] < 1:
         raise ValueError(f"{name} has zero columns; samples need at least one dimension")
-    if not bool(torch.isfinite(x).all()):
+    if finite:
+        check_finite(x, name)
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """ValueError naming x unless all its entries are finite."""
+    # One reduction first: a finite sum proves every entry finite; only a non-finite sum
+    # (NaN / inf present, or an overflow of large finite values) needs the elementwise test.
+    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
@@ -161,12 +175,59 @@ def _direct_sq_dists(x, y, ii, jj, chunk: int = 1 << 18) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def expanded_sq_dists(zc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(D, sq): ||z_i - z_j||^2 for centred rows zc (N, d) by the expanded form in one
+    product, clamped at 0, with an exactly zero diagonal, and sq = ||zc_i||^2 (N, 1).
+    Every entry's absolute error is about (d + 2) eps * 2 max_i sq_i. No gradient;
+    the caller owns the returned (N, N) buffer."""
+    with torch.no_grad():
+        sq = zc.pow(2).sum(1, keepdim=True)
+        one = torch.ones_like(sq)
+        d2 = torch.mm(torch.cat([zc * -2.0, sq, one], 1), torch.cat([zc, one, sq], 1).T)
+        d2.clamp_min_(0.0)
+        d2.diagonal().fill_(0.0)
+        return d2, sq
+
+
+# Order statistics of expanded-form distances are used directly when they exceed this
+# fraction of the scale (relative error then at most about (d + 2) eps * 2^4, i.e.
+# 2.5e-4 at d = 128 in float32, and typically ~1e-6); smaller ones, and every
+# zero-median case, are recomputed by the exact route.
+_ORDER_STAT_MIN_FRACTION = 2.0**-4
+
+
+def order_stats_sq_dists(z: torch.Tensor, full_ranks, pair_ranks=()):
+    """Order statistics of the squared distances of the rows of z (k, d): ``full_ranks``
+    (0-based) of the full k x k matrix (zero diagonal and both triangles) and
+    ``pair_ranks`` of the k (k - 1) / 2 pairs i < j, from one expanded-form matrix and
+    one exact selection (``selection.kth_smallest``). Returns (full_values, pair_values,
+    D), or None when any value is too small for the expanded form to be trusted (see
+    ``_ORDER_STAT_MIN_FRACTION``); D is the (k, k) matrix, for reuse.
+
+    The sorted full matrix is k zeros followed by every pair value twice, so pair
+    rank r is full rank k + 2 r (up to rounding, within the error bound above)."""
+    from .selection import kth_smallest
+
+    k = z.shape[0]
+    zc = z - z.mean(0)
+    d2, sq = expanded_sq_dists(zc)
+    scale = 2.0 * float(sq.max())
+    ranks = list(full_ranks) + [k + 2 * r for r in pair_ranks]
+    values = kth_smallest(d2, ranks)
+    if scale <= 0.0 or min(values) <= _ORDER_STAT_MIN_FRACTION * scale:
+        return None
+    return values[: len(full_ranks)], values[len(full_ranks) :], d2
+
+
 def median_sq_dist(z: torch.Tensor, max_points: int = 1024) -> float:
     """Median of ||z_i - z_j||^2 over pairs i < j (the lower middle value).
 
     Uses at most ``max_points`` rows, evenly strided, so the cost is bounded;
     when more than half the pairs coincide, the median of the positive
-    distances; 1.0 when all rows coincide. No gradient.
+    distances; 1.0 when all rows coincide. No gradient. The selection runs on
+    the expanded-form distances (``order_stats_sq_dists``: relative error
+    below ~2.5e-4, typically ~1e-6, in float32) unless the median is small
+    against the data's spread, then on ``pairwise_sq_dists``.
     """
     with torch.no_grad():
         n = z.shape[0]
@@ -175,6 +236,9 @@ def median_sq_dist(z: torch.Tensor, max_points: int = 1024) -> float:
             n = max_points
         if n < 2:
             return 1.0
+        fast = order_stats_sq_dists(z, (), ((n * (n - 1) // 2 - 1) // 2,))
+        if fast is not None:
+            return fast[1][0]
         d2 = pairwise_sq_dists(z)
         iu = torch.triu_indices(n, n, offset=1, device=z.device)
         vals = d2[iu[0], iu[1]]
@@ -199,17 +263,23 @@ def canonical_order(z: torch.Tensor) -> torch.Tensor:
     function computed on ``z[canonical_order(z)]`` is bitwise invariant to how
     the rows were ordered. (N,) int64 on z's device.
     """
+    return canonical_order_and_keys(z)[0]
+
+
+def canonical_order_and_keys(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(perm, keys): ``canonical_order(z)`` and the rows' float64 projection keys in
+    that order (a function of the multiset of rows too)."""
     n, d = z.shape
     # float64 key: distinct rows of float32 data almost never tie (a float32
     # key would tie somewhere among a few thousand rows by the birthday bound).
     key = torch.mv(z.double(), _key_weights(d, z.device))
-    perm = torch.argsort(key, stable=True)
-    sk = key[perm]
+    sk, perm = torch.sort(key, stable=True)
     if n > 1 and bool((sk[1:] == sk[:-1]).any()):
         perm = torch.arange(n, device=z.device)
         for k in range(d - 1, -1, -1):
             perm = perm[torch.argsort(z[perm, k], stable=True)]
-    return perm
+        sk = key[perm]
+    return perm, sk
 
 
 def first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -401,6 +471,8 @@ def kernel_sweep(
         raise ValueError(f"block must be >= 1, got {block}")
     zc = z if centred else z - z.mean(0)
     want_e = grad_weights is not None
+    if n_total <= min(block, dense_max_rows(z.device)):
+        return _dense_sweep(zc, group_sizes, spec, sum_weights, grad_weights, rhs)
     tiles = _tiles(group_sizes, block)
     kern = _TileKernel(zc, spec, max(i1 - i0 for i0, i1, _ in tiles), want_e)
     n_groups = len(group_sizes)
@@ -444,3 +516,72 @@ def kernel_sweep(
         out.grad = -4.0 * (zc * acc_g[:, d:] - acc_g[:, :d])
     out.prod = acc_p
     return out
+
+
+# Pooled rows up to which ``kernel_sweep`` evaluates the whole N x N kernel matrix at
+# once (one Gram product, one exp, one product per group) instead of the upper-triangular
+# tiles per pair of groups: below it the per-tile calls cost more than the entries the
+# tiles skip (measured crossover on CPU between 512 and 1024 rows; the same bound on CUDA
+# until measured there).
+_DENSE_MAX_ROWS = {"cpu": 512, "cuda": 512}
+
+
+def dense_max_rows(device: torch.device) -> int:
+    return _DENSE_MAX_ROWS.get(device.type, 512)
+
+
+def _dense_sweep(zc, group_sizes, spec, sum_weights, grad_weights, rhs) -> SweepResult:
+    """``kernel_sweep`` on the whole kernel matrix at once (zc centred, N rows).
+
+    One product of e with the block-diagonal [z, 1] per group (N x G (d + 1))
+    gives, for every row, sum_j e_ij [z_j, 1] over each group's columns; the
+    gradient weights W[g(i)][h] combine those per row. The block sums come
+    from the same product when e is the kernel itself (one rbf bandwidth),
+    else from a product with the group indicators: float32 row sums per
+    block, weighted and added in float64, as in the tiles. The diagonal is
+    r = 0 exactly (as in the tiles)."""
+    n_total, d = zc.shape
+    n_groups = len(group_sizes)
+    want_e = grad_weights is not None
+    kern = _TileKernel(zc, spec, n_total, want_e)
+    k, e, efac = kern(0, n_total, 0, n_total)
+    aug = torch.cat([zc, torch.ones_like(zc[:, :1])], 1)
+    if n_groups > 1:
+        blocks = torch.block_diag(*aug.split(list(group_sizes)))  # (N, G (d + 1))
+    out = SweepResult()
+    block_sums = None  # (N, G): row i's sum of K over the columns of each group
+    if want_e:
+        p = e @ (blocks if n_groups > 1 else aug)
+        if n_groups > 1:
+            p = p.view(n_total, n_groups, d + 1)
+            if e is k:
+                block_sums = p[:, :, d]
+            w = _row_weights(tuple(group_sizes), _as_tuple(grad_weights), zc.dtype, zc.device)  # (N, G, 1)
+            acc = (p * w).sum(1)
+        else:
+            if e is k:
+                block_sums = p[:, d:]
+            acc = p * float(grad_weights[0][0])
+        acc = acc * efac if efac != 1.0 else acc
+        out.grad = -4.0 * (zc * acc[:, d:] - acc[:, :d])
+    if sum_weights is not None:
+        if block_sums is None:
+            block_sums = k @ (blocks[:, d :: d + 1] if n_groups > 1 else aug[:, d:])
+        # float32 row sums per block, weighted and added in float64
+        w64 = _row_weights(tuple(group_sizes), _as_tuple(sum_weights), torch.float64, zc.device)
+        out.total = (block_sums.double() * w64.view(n_total, n_groups)).sum()
+    if rhs is not None:
+        out.prod = k @ rhs
+    return out
+
+
+def _as_tuple(weights) -> Tuple[Tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in weights)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_weights(group_sizes: Tuple[int, ...], weights, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(N, G, 1): entry [i, h] = W[g(i)][h] (cached: a function of the sizes and weights only)."""
+    rows = torch.tensor(weights, dtype=dtype, device=device)
+    gid = torch.repeat_interleave(torch.arange(len(group_sizes), device=device), torch.tensor(group_sizes, device=device))
+    return rows[gid].unsqueeze(-1)

@@ -43,6 +43,7 @@ from .autoregressive import (
     ShiftedConv2d,
     ShiftedDeconv2d,
     concat_elu,
+    fast_dropout,
     sigmoid_gate,
     with_ones,
 )
@@ -78,7 +79,7 @@ class GatedResnet(nn.Module):
             if a:
                 c1 = c1 + shortcut(concat_elu(torch.cat(a, dim=1) if len(a) > 1 else a[0]))
             c1 = concat_elu(c1)
-            return F.dropout(c1, p, training=True) if p > 0 else c1
+            return fast_dropout(c1, p) if p > 0 else c1
 
         def post2(c2: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
             return skip + sigmoid_gate(c2 + hz)

@@ -1,0 +1,52 @@
+"""The fused PixelCNN++ pieces: concat_elu's hand-written backward and the byte-mask dropout."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infovae.bench.pixelcnnpp_peer import load_peer
+from plugins.decoders.autoregressive import concat_elu, fast_dropout
+
+
+def test_concat_elu_matches_the_composition_and_its_gradient():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    x.data[0, 0, 0, :3] = 0.0  # the kink
+    ref = F.elu(torch.cat((x, -x), 1))
+    assert torch.equal(concat_elu(x), ref)
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    (gx,) = torch.autograd.grad((concat_elu(x) * w).sum(), x)
+    (gr,) = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(gx, gr, atol=1e-14)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.3])
+def test_fast_dropout_keeps_with_probability_1_minus_p_and_is_unbiased(p):
+    torch.manual_seed(0)
+    n = 400_000
+    x = torch.full((n,), 2.0, requires_grad=True)
+    y = fast_dropout(x, p)
+    kept = y != 0
+    frac = kept.double().mean().item()
+    assert abs(frac - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma
+    assert abs(y.double().mean().item() - 2.0) < 5 * 2.0 * math.sqrt(p / ((1 - p) * n))
+    scale = y[kept][0].item() / 2.0
+    assert torch.all(y[kept] == 2.0 * scale) and scale == pytest.approx(1 / (1 - p), rel=1e-4)
+    y.backward(torch.ones(n))
+    assert torch.equal(x.grad != 0, kept) and torch.all(x.grad[kept] == scale)
+
+
+def test_fast_dropout_neighbouring_entries_are_independent():
+    """Eight mask entries come from one 64-bit draw: their pairwise agreement must be 1/2 at p = 0.5."""
+    torch.manual_seed(1)
+    keep = fast_dropout(torch.ones(800_000), 0.5) != 0
+    agree = (keep[1:] == keep[:-1]).double().mean().item()
+    assert abs(agree - 0.5) < 5 * math.sqrt(0.25 / 800_000)
+
+
+def test_peer_path_errors_are_one_line(tmp_path):
+    with pytest.raises(ValueError, match="no model.py, layers.py, utils.py there"):
+        load_peer(str(tmp_path))
