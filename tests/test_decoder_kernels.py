@@ -50,3 +50,12 @@ def test_fast_dropout_neighbouring_entries_are_independent():
 def test_peer_path_errors_are_one_line(tmp_path):
     with pytest.raises(ValueError, match="no model.py, layers.py, utils.py there"):
         load_peer(str(tmp_path))
+
+
+def test_bench_decoders_peer_path_error_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from infovae.cli.commands.bench_decoders import decoders
+
+    r = CliRunner().invoke(decoders, ["--peer-path", str(tmp_path)])
+    assert r.exit_code != 0 and "pclucas14/pixel-cnn-pp" in r.output and "Traceback" not in r.output
