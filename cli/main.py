@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import warnings
+import signal
+import sys
 
 import click
 
@@ -42,6 +44,34 @@ class LazyGroup(click.Group):
         ctx.meta["infovae.argv"] = list(args)
         return super().parse_args(ctx, args)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Every error is one line on stderr (usage errors too); tracebacks only with --debug."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from .commands.common import debug_enabled, describe_exception, one_line
+
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx is not None else (prog_name or "infovae")
+            click.echo(f"Error: {one_line(exc.format_message())} (see '{cmd} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            sys.exit(130)
+        except (Exception, RecursionError) as exc:  # noqa: BLE001
+            if "--debug" in (args if args is not None else sys.argv[1:]) or debug_enabled():
+                raise
+            click.echo(f"Error: {describe_exception(exc)}", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def get_command(self, ctx, name):
         if name in self.lazy_commands:
             module, _, attr = self.lazy_commands[name].partition(":")
@@ -51,7 +81,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings=CONTEXT_SETTINGS)
 @click.version_option(infovae.__version__, "-V", "--version", prog_name="infovae")
-def cli():
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors (also INFOVAE_DEBUG=1).")
+def cli(debug):
     """infovae: InfoVAE models built from plugins.
 
     \b
@@ -63,6 +94,15 @@ def cli():
       infovae evaluate runs/mmd --json
       infovae plugins --kind divergences
     """
+    if hasattr(signal, "SIGXFSZ") and threading_is_main():
+        # Past a file-size limit (ulimit -f) writes then fail with EFBIG, reported in one line.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):

@@ -19,6 +19,7 @@ from .errors import (
     PluginWarning,
     PluginOptionError,
     RunError,
+    StorageError,
     TrainingError,
     UnknownPluginError,
 )
@@ -64,7 +65,7 @@ _LAZY = {
 __all__ = sorted(
     [
         "CapabilityError", "DataError", "DuplicatePluginError", "InfovaeError", "PluginError",
-        "PluginBuildError", "PluginLoadError", "PluginWarning", "PluginOptionError", "RunError", "TrainingError", "UnknownPluginError",
+        "PluginBuildError", "PluginLoadError", "PluginWarning", "PluginOptionError", "RunError", "StorageError", "TrainingError", "UnknownPluginError",
         "hookimpl", "ACTIVATION_NAMES", "Opt", "Option", "bandwidth_option", "check_options", "float_list", "KINDS", "PluginInfo", "Registry", "registry",
         "DATA_KINDS", "DataSpec", "__version__",
     ]

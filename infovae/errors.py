@@ -48,3 +48,10 @@ class RunError(InfovaeError):
 
 class TrainingError(InfovaeError):
     """Training had to stop (e.g. a non-finite loss); the last good state is kept."""
+
+
+class StorageError(RunError):
+    """A write failed (disk full, file too large, read-only file system, a symlink or a file in the way).
+
+    The message names the path and the reason; files written before are intact (every write is atomic).
+    """

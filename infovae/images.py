@@ -39,12 +39,15 @@ def grid_array(x: torch.Tensor, nrow: Optional[int] = None, pad: int = 1, scale:
     return out[0] if c == 1 else out.transpose(1, 2, 0)
 
 
-def save_grid(x: torch.Tensor, path, nrow: Optional[int] = None) -> Path:
-    """Write a PNG grid of uint8 (N, C, H, W) images; returns the path."""
+def save_grid(x: torch.Tensor, path, nrow: Optional[int] = None, root=None) -> Path:
+    """Write a PNG grid of uint8 (N, C, H, W) images atomically; returns the path.
+
+    ``root``: the run directory when ``path`` lies inside one (no symlink below it is followed).
+    """
     from PIL import Image
 
     img = Image.fromarray(grid_array(x, nrow=nrow))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), root=root)
     return Path(path)

@@ -35,8 +35,8 @@ from .denormals import flush_denormal
 from .errors import DataError, PluginOptionError, RunError, TrainingError
 from .images import save_grid
 from .loading import StepBatches, check_source, is_tensor, loader_batches, rows
-from .io import atomic_save_safetensors, atomic_write_json, flatten_state, read_safetensors, unflatten_state
-from .runs import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SAMPLES_DIR, STATUS_FILE, RunSpec
+from .io import append_text, atomic_save_safetensors, atomic_write_json, flatten_state, read_safetensors, unflatten_state
+from .runs import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SAMPLES_DIR, STATUS_FILE, RunLock, RunSpec
 
 GRID_N = 64
 
@@ -87,39 +87,49 @@ def _aside(method):
     return timed
 
 
+# Signals that stop training gracefully: finish the step, checkpoint, status "interrupted".
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
 class _Interrupt:
-    """First Ctrl-C (or SIGTERM) asks the loop to stop after the current step; a second one aborts.
+    """SIGINT, SIGTERM and SIGHUP ask the loop to stop after the current step; a second one
+    aborts (KeyboardInterrupt), except during the final write (``finishing``), which always completes.
 
-    ``signum`` is the signal that asked (the exit status is 128 + signum). Under torchrun
-    (``abort_on_second = False``) a second signal does not abort: torchrun's agent forwards
-    the signal a terminal already sent, and it kills workers itself after its grace period."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    ``signum`` is the first signal received (the CLI exits with 128 + signum).
+    """
 
     def __init__(self):
         self.requested = False
-        self.abort_on_second = True
+        self.finishing = False
         self.signum: Optional[int] = None
         self._old: Dict[int, Any] = {}
+        self.abort_on_second = True  # False under torchrun: its agent forwards signals and kills workers itself
+        self._depth = 0  # re-entrant: only the outermost ``with`` installs and restores handlers
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             def handler(signum, frame):
-                if self.requested:
+                if self.signum is None:
+                    self.signum = signum
+                if self.requested and not self.finishing:
                     if not self.abort_on_second:
                         return
                     raise KeyboardInterrupt
                 self.requested = True
                 self.signum = signum
 
-            for sig in self.SIGNALS:
+            for sig in STOP_SIGNALS:
                 self._old[sig] = signal.getsignal(sig)
                 signal.signal(sig, handler)
         return self
 
     def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth > 0:
+            return False
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
         self._old = {}
         return False
 
@@ -156,6 +166,8 @@ class Trainer:
         self.on_log = on_log
         self.interrupt = _Interrupt()
         self.stop_signal = 0
+        self.run_lock: Optional[RunLock] = None  # set by infovae.api; fit takes it when missing
+        self.checkpoint_step: Optional[int] = None  # step of the checkpoint on disk, if any
         self._setup()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -247,6 +259,10 @@ class Trainer:
         self.ctx.barrier()
 
     def _save_checkpoint(self, status: str) -> None:
+        """model.safetensors, then checkpoint.safetensors, then status.json, each atomic: if a
+        write fails (e.g. disk full), the files on disk are a complete earlier state."""
+        if not self._parameters_finite():  # never replace a good checkpoint with NaN weights
+            self._stop_non_finite(["parameters"], self.step // self.steps_per_epoch)
         weights = self._state_tensors()
         optim = {"model": self.optimizer.state_dict(), **{f"divergence:{n}": o.state_dict() for n, o in self.div_optimizers.items()}}
         opt_tensors, skeleton = flatten_state(optim, prefix="optim")
@@ -254,31 +270,59 @@ class Trainer:
         if self.device.type == "cuda":
             rng["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {"step": str(self.step), "optim": json.dumps(skeleton), "format": "infovae-checkpoint", "version": "1"}
-        atomic_save_safetensors(self.run_dir / CHECKPOINT_FILE, {**weights, **opt_tensors, **rng}, metadata=meta)
-        atomic_save_safetensors(self.run_dir / MODEL_FILE, weights, metadata={"step": str(self.step)})
+        atomic_save_safetensors(self.run_dir / MODEL_FILE, weights, metadata={"step": str(self.step)}, root=self.run_dir)
+        atomic_save_safetensors(self.run_dir / CHECKPOINT_FILE, {**weights, **opt_tensors, **rng}, metadata=meta, root=self.run_dir)
+        self.checkpoint_step = self.step
         self._write_status(status)
 
     def load_checkpoint(self) -> None:
+        """Restore weights, optimizers, RNG states and the step; validates everything first.
+
+        Writes nothing: a corrupt checkpoint is a RunError "corrupt: <what>" and leaves the
+        trainer unusable but the run untouched.
+        """
         path = self.run_dir / CHECKPOINT_FILE
         if not path.exists():
             raise RunError(f"{self.run_dir} has no {CHECKPOINT_FILE}; it cannot be resumed (start again with --overwrite)")
+
+        def corrupt(what: str) -> RunError:
+            return RunError(f"{path} is corrupt: {what}; resume is impossible, retrain with --overwrite")
+
         try:
             tensors, meta = read_safetensors(path)
+        except Exception as exc:  # noqa: BLE001 - any failure to parse means a corrupt file
+            raise corrupt(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        try:
             step = int(meta["step"])
+            if step < 0:
+                raise ValueError(f"negative step {step}")
             skeleton = json.loads(meta["optim"])
-        except Exception as exc:  # noqa: BLE001 - any failure here means a corrupt file
-            raise RunError(f"{path} is corrupt ({type(exc).__name__}: {exc}); resume is impossible, retrain with --overwrite") from None
+            optim = unflatten_state(skeleton, tensors)
+            if not isinstance(optim, dict) or "model" not in optim:
+                raise ValueError("the optimizer state has no 'model' entry")
+            missing = [f"divergence:{n}" for n in self.div_optimizers if f"divergence:{n}" not in optim]
+            if missing:
+                raise ValueError(f"no optimizer state for {', '.join(missing)}")
+            rng = tensors.get("rng.cpu")
+            ref = torch.get_rng_state()
+            if rng is None or rng.dtype != torch.uint8 or rng.shape != ref.shape:
+                raise ValueError("the CPU RNG state is missing or not a uint8 tensor of the right size"
+                                 + ("" if rng is None else f" (got {rng.dtype} {tuple(rng.shape)})"))
+        except (KeyError, ValueError, TypeError, RecursionError) as exc:
+            what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+            raise corrupt(what) from None
         load_weights(self.model, self.objective, tensors, where=str(path))
-        optim = unflatten_state(skeleton, tensors)
-        self.optimizer.load_state_dict(optim["model"])
-        for n, o in self.div_optimizers.items():
-            o.load_state_dict(optim[f"divergence:{n}"])
-        torch.set_rng_state(tensors["rng.cpu"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        try:
+            _load_optimizer(self.optimizer, optim["model"])
+            for n, o in self.div_optimizers.items():
+                _load_optimizer(o, optim[f"divergence:{n}"])
+            torch.set_rng_state(rng)
+            if self.device.type == "cuda" and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise corrupt(f"optimizer or RNG state does not fit the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         self.step = step
-        if self._is_writer():
-            self._truncate_metrics(step)
+        self.checkpoint_step = step
         self.ctx.barrier()
 
     def _truncate_metrics(self, step: int) -> None:
@@ -295,17 +339,17 @@ class Trainer:
                 keep.append(line)
         from .io import atomic_write_bytes
 
-        atomic_write_bytes(p, ("\n".join(keep) + "\n").encode() if keep else b"")
+        atomic_write_bytes(p, ("\n".join(keep) + "\n").encode() if keep else b"", root=self.run_dir)
 
-    def _write_status(self, status: str, **extra) -> None:
+    def _write_status(self, status: str, step: Optional[int] = None, **extra) -> None:
         if not self._is_writer():
             return
-        atomic_write_json(self.run_dir / STATUS_FILE, {"status": status, "step": self.step, "total_steps": self.total_steps, **extra})
+        atomic_write_json(self.run_dir / STATUS_FILE, {"status": status, "step": self.step if step is None else step,
+                                                        "total_steps": self.total_steps, **extra}, root=self.run_dir)
 
     def _log(self, record: Dict[str, Any]) -> None:
         if self._is_writer():
-            with open(self.run_dir / METRICS_FILE, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_text(self.run_dir / METRICS_FILE, json.dumps(record) + "\n", root=self.run_dir)
         if self.on_log is not None:
             self.on_log(record)
 
@@ -386,9 +430,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             x = self.model.sample(GRID_N, generator=g)
         self.model.train()
-        return save_grid(from_model(x, self.spec.data), self.run_dir / SAMPLES_DIR / f"{name}.png", nrow=8)
+        return save_grid(from_model(x, self.spec.data), self.run_dir / SAMPLES_DIR / f"{name}.png", nrow=8, root=self.run_dir)
 
-    # -- the loop -----------------------------------------------------------------------------------
+    # -- failures -------------------------------------------------------------------------------------
     def fit(self, progress: Optional[Any] = None) -> TrainSummary:
         """Train until ``total_steps``; returns a summary. Checkpoints each epoch (or every
         ``checkpoint_every`` steps), on Ctrl-C / SIGTERM and on a non-finite loss. On the CPU,
@@ -400,10 +444,63 @@ class Trainer:
         (``_CheckpointPolicy``)."""
         on = bool(getattr(self.spec.trainer, "flush_denormal", False)) and self.device.type == "cpu"
         with flush_denormal(on) as flushed:
-            summary = self._fit(progress)
+            summary = self._fit_guarded(progress)
         summary.flush_denormal = flushed
         return summary
 
+    def _fit_guarded(self, progress: Optional[Any] = None) -> TrainSummary:
+        """Holds the run's lock throughout. Any exception that escapes marks status.json
+        "failed" with the error (the last checkpoint stays as it was) and is re-raised.
+        """
+        if self._is_writer() and (self.run_lock is None or not self.run_lock.held):
+            self.run_lock = RunLock(self.run_dir).acquire()
+        try:
+            with self.interrupt:  # also covers the final write after the loop
+                return self._fit(progress)
+        except TrainingError:
+            raise  # its status is already written
+        except KeyboardInterrupt:
+            self._record_failure("interrupted" if self.checkpoint_step is not None else "failed",
+                                 "aborted by a second signal; the progress after the last checkpoint was lost")
+            raise
+        except BaseException as exc:
+            self._record_failure("failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+
+    def _record_failure(self, status: str, error: str) -> None:
+        """Best-effort status.json for a run that stopped abnormally, at the checkpoint's step."""
+        if not self._is_writer():
+            return
+        try:
+            self._write_status(status, step=self.checkpoint_step or 0, error=error)
+        except Exception:  # noqa: BLE001 - e.g. the disk is still full; the exception itself is reported
+            pass
+
+    def _parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def _stop_non_finite(self, bad, epoch: int) -> None:
+        """Stop on a non-finite loss: checkpoint the current state when its weights are still
+        finite (else keep the last checkpoint), status "failed", TrainingError."""
+        where = f"at step {self.step}"
+        if self._parameters_finite():
+            self.save_checkpoint(status="failed")
+            kept = f"The last good state (step {self.step}) is saved in {self.run_dir}."
+        else:
+            bad = ["parameters"] + [b for b in bad if b != "loss"]
+            kept = (f"The weights themselves became non-finite; the last checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir}."
+                    if self.checkpoint_step is not None else "No checkpoint was reached.")
+        self._write_status("failed", step=self.checkpoint_step or 0, error=f"non-finite {', '.join(bad)} {where}")
+        raise TrainingError(
+            f"the loss became non-finite {where} (epoch {epoch}): bad term(s) {', '.join(bad)}. {kept} "
+            + (f"Lower the learning rate or the weight of {bad[0]!r}, or check the data." if bad[0] in self.objective.divergences
+               else "Lower the learning rate, or check the data.")
+        )
+
+    # -- the loop -----------------------------------------------------------------------------------
     def _fit(self, progress: Optional[Any] = None) -> TrainSummary:
         t = self.spec.trainer
         spe = self.steps_per_epoch
@@ -436,13 +533,16 @@ class Trainer:
                     progress(self.step, self.total_steps, last)
                 if end_of_epoch and t.sample_every > 0 and (self.step // spe) % t.sample_every == 0:
                     self.write_samples(f"epoch_{self.step // spe:04d}")
-                if stop or (not self.ctx.distributed and self.interrupt.requested):
+                if (stop or (not self.ctx.distributed and self.interrupt.requested)) and self.step < self.total_steps:
                     status = "interrupted"
                     self.stop_signal = stop or int(getattr(self.interrupt, "signum", None) or signal.SIGINT)
                     break
                 if policy.due(self.step, end_of_epoch, ckpt_elapsed) and self.step < self.total_steps:
                     self.save_checkpoint()
                     policy.saved()
+        self.interrupt.finishing = True  # a signal now cannot abort the final write
+        if not self._parameters_finite():
+            self._stop_non_finite(["parameters"], self.step // spe)
         if status == "complete":
             self.write_samples("final")
         self.save_checkpoint(status=status)
@@ -507,20 +607,21 @@ class Trainer:
         A non-finite loss on any rank stops every rank with the last good state saved."""
         self._sync()
         c0 = time.perf_counter()
-        with self.amp:
-            loss, terms, z = self._loss_fn(x)
+        epoch = self.step // self.steps_per_epoch
+        try:
+            with self.amp:
+                loss, terms, z = self._loss_fn(x)
+        except ValueError as exc:
+            # torch.distributions rejects non-finite parameters (e.g. an overflowing encoder
+            # output after a huge learning rate) before any loss exists.
+            if self._parameters_finite() and "invalid values" not in str(exc):
+                raise
+            self._stop_non_finite(["distribution parameters"], epoch)
         finite = bool(torch.isfinite(loss))
         if self.ctx.distributed:
             finite = self.ctx.agree_max([0.0 if finite else 1.0])[0] == 0.0
         if not finite:
-            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"]
-            self.save_checkpoint(status="failed")
-            self._write_status("failed", error=f"non-finite {', '.join(bad)} at step {self.step}")
-            raise TrainingError(
-                f"the loss became non-finite at step {self.step} (epoch {self.step // self.steps_per_epoch}): bad term(s) {', '.join(bad)}. "
-                f"The last good state (step {self.step}) is saved in {self.run_dir}. Lower the learning rate or "
-                f"the weight of {bad[0]!r}, or check the data."
-            )
+            self._stop_non_finite([k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"], epoch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -614,9 +715,24 @@ def load_weights(model, objective, tensors: Dict[str, torch.Tensor], where: str)
     """Load ``model.*`` and ``objective.*`` tensors strictly; a mismatch is a RunError."""
     msd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     osd = {k[len("objective."):]: v for k, v in tensors.items() if k.startswith("objective.")}
+    bad = [k for k, v in tensors.items() if (k.startswith(("model.", "objective."))) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise RunError(f"{where} is corrupt: non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     try:
         model.load_state_dict(msd, strict=True)
         if objective is not None:
             objective.load_state_dict(osd, strict=True)
     except RuntimeError as exc:
-        raise RunError(f"{where} does not match the model its spec describes ({str(exc).splitlines()[0]}); the run is corrupt or its plugins changed") from None
+        raise RunError(f"{where} is corrupt: it does not match the model its spec describes ({str(exc).splitlines()[0]}); "
+                       "the run was edited or its plugins changed") from None
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
+    """``opt.load_state_dict(state)`` after checking that every state tensor fits its parameter."""
+    if not isinstance(state, dict) or not isinstance(state.get("param_groups"), list) or not isinstance(state.get("state"), dict):
+        raise ValueError("optimizer state must hold param_groups and state")
+    opt.load_state_dict(state)
+    for p, st in opt.state.items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                raise ValueError(f"optimizer state {name!r} has shape {tuple(v.shape)} for a parameter of shape {tuple(p.shape)}")

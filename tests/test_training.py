@@ -123,7 +123,7 @@ def test_run_directory_contents_and_reload(registry, tmp_path):
     spec, ds = spec_for(registry, steps=8)
     start_training(tmp_path / "run", spec, ds).fit()
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["checkpoint.safetensors", "metrics.jsonl", "model.safetensors", "samples", "spec.json", "status.json"]
+    assert names == [".infovae.lock", "checkpoint.safetensors", "metrics.jsonl", "model.safetensors", "samples", "spec.json", "status.json"]
     saved = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert saved["encoder"] == {"name": "mlp", "options": registry.resolve_options("encoders", "mlp", {"hidden": 32})}
     assert saved["plugins"]["encoders/mlp"]["distribution"] == "infovae"

@@ -31,7 +31,7 @@ def choose_subset(n: int, limit, first: bool, seed: int):
 @click.option("--limit", type=click.IntRange(1), default=None, help="Score N examples of the split: a random subset drawn with --seed (recorded in evaluation.json), or the first N with --first.")
 @click.option("--first", is_flag=True, help="With --limit: take the first N examples instead of a random subset (sorted splits give skewed subsets).")
 @click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the metrics' randomness and the --limit subset.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seeds the metrics' randomness and the --limit subset.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--save/--no-save", default=True, show_default=True, help="Also write RUN/evaluation.json.")
@@ -69,6 +69,8 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
 
     if env_world_size() > 1 and os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 evaluates (not sharded yet) and alone writes evaluation.json
+    if save and Path(run).is_dir() and not os.access(run, os.W_OK):
+        raise click.ClickException(f"cannot write {Path(run) / 'evaluation.json'}: the run directory is not writable (read-only?); pass --no-save")
     reg = infovae.registry()
     names = parse_names(metrics)
     per_metric = split_targeted(options, names, "evaluate", "-o nll.num_samples=5000",
@@ -96,7 +98,7 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
                             "indices": subset.tolist()}
     report["metrics"] = results
     if save:
-        atomic_write_json(Path(run) / "evaluation.json", report)
+        atomic_write_json(Path(run) / "evaluation.json", report, root=run)
     if as_json:
         echo_json(report)
         return

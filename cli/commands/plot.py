@@ -28,7 +28,7 @@ def _series(records, prefix):
 @click.option("--sampler", "-s", "samplers", multiple=True, metavar="NAME", help="Sampler plugin of a grid (repeatable). Default: ancestral and markov-chain, the paper's Figure 1.")
 @click.option("--option", "-o", "options", multiple=True, metavar="SAMPLER.KEY=VALUE", help="Sampler option, e.g. -o markov-chain.steps=20 (repeatable).")
 @click.option("--n", "n", type=click.IntRange(1), default=64, show_default=True, help="Samples per grid.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
@@ -99,7 +99,7 @@ def plot(run, out, samples, samplers, options, n, seed, device, as_json):
 
     buf = io.BytesIO()
     fig.save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue(), root=run)
     if as_json:
         echo_json({"out": str(out), "size": list(fig.size)})
     else:

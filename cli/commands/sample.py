@@ -15,7 +15,7 @@ from .common import echo_json, friendly_errors
 @click.option("--n", "-n", "n", type=click.IntRange(1), default=64, show_default=True, help="Number of samples (chains, pairs).")
 @click.option("--fast/--no-fast", default=None, help="Samplers with a 'fast' option (autoregressive decoders): cached fast sampling or the naive loop.")
 @click.option("--split", default="test", show_default=True, help="Data split that data-driven samplers start from.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "-O", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Output: .png grid (default RUN/samples/<sampler>.png), or .npy / .safetensors with the uint8 samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
@@ -74,7 +74,7 @@ def sample(run, sampler, options, n, fast, split, seed, device, out, as_json):
     out = out or Path(run) / "samples" / f"{sampler}.png"
     suffix = out.suffix.lower()
     if suffix == ".png":
-        save_grid(images, out, nrow=getattr(sampler_fn, "grid_columns", None))
+        save_grid(images, out, nrow=getattr(sampler_fn, "grid_columns", None), root=run)
     elif suffix == ".npy":
         import io
 
@@ -84,11 +84,11 @@ def sample(run, sampler, options, n, fast, split, seed, device, out, as_json):
 
         buf = io.BytesIO()
         np.save(buf, images.numpy(), allow_pickle=False)
-        atomic_write_bytes(out, buf.getvalue())
+        atomic_write_bytes(out, buf.getvalue(), root=run)
     elif suffix == ".safetensors":
         from infovae.io import atomic_save_safetensors
 
-        atomic_save_safetensors(out, {"samples": images})
+        atomic_save_safetensors(out, {"samples": images}, root=run)
     else:
         raise click.BadParameter(f"{out}: use a .png, .npy or .safetensors file name", param_hint="--out")
     result = {"out": str(out), "sampler": sampler, "shape": list(images.shape)}

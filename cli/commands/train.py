@@ -50,16 +50,87 @@ def split_options(items: List[str], divergence_names: List[str]) -> Dict[str, Di
 
 
 def load_config(path: Path) -> Dict[str, Any]:
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
 
     try:
         with open(path, "rb") as fh:
-            cfg = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         raise click.BadParameter(f"config file {path} does not exist", param_hint="--config") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:
+        from infovae.io import os_reason
+
+        raise click.BadParameter(f"cannot read config file {path}: {os_reason(exc)}", param_hint="--config") from None
+    try:
+        cfg = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8", param_hint="--config") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise click.BadParameter(f"config file {path} is not valid TOML: {exc}", param_hint="--config") from None
+    check_config_types(cfg, path)
     return cfg
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool))
+
+
+# key -> (check, what it must be); values are checked before any is used.
+CONFIG_TYPES = {
+    "dataset": (lambda v: isinstance(v, str), "a plugin name (string)"),
+    "encoder": (lambda v: isinstance(v, str), "a plugin name (string)"),
+    "decoder": (lambda v: isinstance(v, str), "a plugin name (string)"),
+    "divergence": (
+        lambda v: isinstance(v, str)
+        or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+        or (isinstance(v, dict) and all(_is_number(x) for x in v.values())),
+        'a string "mmd=100", a list of them, or a table {mmd = 100}',
+    ),
+    "latent_dim": (_is_int, "an integer"),
+    "batch_size": (_is_int, "an integer"),
+    "epochs": (_is_int, "an integer"),
+    "steps": (_is_int, "an integer"),
+    "lr": (_is_number, "a number"),
+    "weight_decay": (_is_number, "a number"),
+    "seed": (_is_int, "an integer"),
+    "device": (lambda v: isinstance(v, str), "a string (auto, cpu, cuda, cuda:N)"),
+    "amp": (lambda v: v in ("none", "bf16"), '"none" or "bf16"'),
+    "compile": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
+    "log_every": (_is_int, "an integer"),
+    "sample_every": (_is_int, "an integer"),
+    "checkpoint_every": (_is_int, "an integer"),
+    "out": (lambda v: isinstance(v, str) and v != "", "a directory path (string)"),
+    "track": (lambda v: isinstance(v, str), "a comma-separated string of metric names"),
+    "options": (
+        lambda v: isinstance(v, dict) and all(
+            isinstance(t, dict) and all(_is_scalar(x) or (isinstance(x, list) and all(_is_scalar(y) for y in x)) for x in t.values())
+            for t in v.values()
+        ),
+        "tables [options.TARGET] of key = value (numbers, strings, booleans or lists of them)",
+    ),
+}
+
+
+def check_config_types(cfg: Dict[str, Any], path: Path) -> None:
+    """Unknown keys and every value's type, each a one-line error naming the key."""
+    for key, value in cfg.items():
+        if key not in CONFIG_TYPES:
+            continue  # unknown keys are reported by apply_config
+        ok, what = CONFIG_TYPES[key]
+        if not ok(value):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise click.BadParameter(f"{key} in {path} must be {what}, got {shown}", param_hint="--config")
 
 
 def config_options(cfg: Dict[str, Any]) -> List[str]:
@@ -183,18 +254,24 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
     opts = split_options(ctx.meta.get("infovae.config_options", []) + list(options), [n for n, _ in divs])
 
     trainer_cfg = TrainerConfig(
-        batch_size=int(batch_size), epochs=int(epochs), steps=None if steps is None else int(steps), lr=float(lr),
-        weight_decay=float(weight_decay), seed=int(seed), device=str(device), amp=str(amp), compile=bool(compile_),
-        log_every=int(log_every), sample_every=int(sample_every), checkpoint_every=int(checkpoint_every), track=str(track),
+        batch_size=batch_size, epochs=epochs, steps=steps, lr=float(lr),
+        weight_decay=float(weight_decay), seed=seed, device=device, amp=amp, compile=compile_,
+        log_every=log_every, sample_every=sample_every, checkpoint_every=checkpoint_every, track=track,
         flush_denormal=bool(flush_denormal),
     )
-    from infovae.api import start_training
+    from infovae.runs import check_trainer_config
+
+    try:
+        check_trainer_config(trainer_cfg)
+    except ValueError as exc:
+        raise PluginOptionError(f"{exc}; fix the option or the config file") from None
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise PluginOptionError(f"latent dimension must be at least 1 (an integer), got {latent_dim!r}")
+    from infovae.api import check_out_dir, start_training
     from infovae.build import make_run_spec
-    from infovae.runs import is_run
     import infovae
 
-    if is_run(out) and not overwrite:
-        raise click.ClickException(f"{out} already holds a run. Continue it with --resume {out}, choose another --out, or pass --overwrite to replace it")
+    check_out_dir(out, overwrite)
     spec, ds = make_run_spec(
         dataset=dataset, dataset_options=opts.get("dataset", {}), latent_dim=int(latent_dim),
         encoder=encoder, encoder_options=opts.get("encoder", {}), decoder=decoder, decoder_options=opts.get("decoder", {}),
@@ -246,7 +323,7 @@ def _resume(ctx, run_dir, steps, epochs, as_json, quiet):
     from infovae.api import resume_training
 
     epochs_given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
-    trainer = resume_training(run_dir, steps=steps, epochs=epochs if epochs_given else None)
+    trainer = resume_training(run_dir, steps=steps, epochs=epochs if epochs_given else None)  # validates before writing
     if trainer.step >= trainer.total_steps:
         raise click.ClickException(f"{run_dir} already finished its {trainer.total_steps} steps; give a larger --steps or --epochs to continue it")
     _run(trainer, as_json, quiet)
@@ -314,4 +391,7 @@ def _run(trainer, as_json: bool, quiet: bool):
         if summary.status == "interrupted":
             click.echo(f"resume with: infovae train --resume {summary.run_dir}")
     if summary.status == "interrupted":
-        sys.exit(128 + (trainer.stop_signal or 2))  # 130 after Ctrl-C, 143 after SIGTERM
+        import signal
+
+        # 128 + the signal, as a shell reports a process it killed: SIGINT 130, SIGTERM 143, SIGHUP 129.
+        sys.exit(128 + int(trainer.stop_signal or trainer.interrupt.signum or signal.SIGINT))

@@ -40,6 +40,8 @@ class ImageFolder(SplitDataset):
                or "binary" (gray >= ``threshold`` -> 1). Alpha channels are dropped.
     size:      "" to require all images to share one size, else "HxW" or an int:
                every image is resized (Pillow bilinear, antialiased) to it.
+    Broken:    a file that is not a decodable image, or whose header claims more pixels than
+               Pillow's decompression-bomb limit, is refused (DataError naming it), never skipped.
     Splits:    files sorted by relative path, then a seeded random partition:
                ``valid_fraction`` and ``test_fraction`` of them (rounded down) form
                "valid" and "test", the rest "train"; empty splits are left out.
@@ -83,7 +85,9 @@ class ImageFolder(SplitDataset):
                 with Image.open(f) as img:
                     wh = img.size
                     img_mode = img.mode
-            except (OSError, UnidentifiedImageError) as exc:
+            except Image.DecompressionBombError as exc:
+                raise DataError(f"data set {self.name!r}: {f} is refused as a decompression bomb ({exc}); remove it or shrink it") from None
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as exc:
                 raise DataError(f"data set {self.name!r}: {f} is not a readable image: {exc}") from None
             if img_mode.startswith("I") or img_mode == "F":
                 raise DataError(f"data set {self.name!r}: {f} has {img_mode} pixels (16-bit or float); save it as 8-bit")
@@ -130,8 +134,11 @@ class ImageFolder(SplitDataset):
                         raise DataError(f"data set {self.name!r}: {f} changed size while loading")
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
                 a = np.asarray(img, dtype=np.uint8)
-        except OSError as exc:
-            raise DataError(f"data set {self.name!r}: cannot decode {f}: {exc}") from None
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"data set {self.name!r}: {f} is refused as a decompression bomb ({exc}); remove it or shrink it") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            # Pillow reports a damaged PNG as SyntaxError("broken PNG file") when it decodes the pixels.
+            raise DataError(f"data set {self.name!r}: cannot decode {f} ({type(exc).__name__}: {exc}); remove or repair the file") from None
         return a.transpose(2, 0, 1) if c == 3 else a[None]
 
     def _load(self):

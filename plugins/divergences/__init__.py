@@ -5,15 +5,27 @@ each constructor checks its arguments against them with ``infovae.check_options`
 """
 from infovae import Option, bandwidth_option, hookimpl
 
+
+def kernel_bandwidth(value):
+    """bandwidth_option limited to [1e-12, 1e12]: outside it 1 / (2 s^2) under- or overflows."""
+    bw = bandwidth_option(value)
+    if bw != "median" and not all(1e-12 <= b <= 1e12 for b in bw):
+        raise ValueError("each bandwidth must lie in [1e-12, 1e12]")
+    return bw
+
+
+kernel_bandwidth.metavar = bandwidth_option.metavar
+
+
 KL_OPTIONS = []
 MMD_OPTIONS = [
     Option("kernel", str, "rbf", "kernel family: rbf exp(-r/(2 s^2)) or imq c/(c+r), r = squared distance", choices=("rbf", "imq")),
-    Option("bandwidth", bandwidth_option, (1.0, 2.0, 4.0), "sigma (rbf) or c (imq); a comma list sums kernels; median: per-batch median heuristic"),
+    Option("bandwidth", kernel_bandwidth, (1.0, 2.0, 4.0), "sigma (rbf) or c (imq); a comma list sums kernels; median: per-batch median heuristic"),
     Option("estimator", str, "biased", "biased V-statistic (>= 0) or unbiased U-statistic", choices=("biased", "unbiased")),
-    Option("prior_samples", int, 0, "prior draws per step (0: the batch size)", minimum=0),
+    Option("prior_samples", int, 0, "prior draws per step (0: the batch size); at most 10^6 (the prior-prior kernel costs its square)", minimum=0, maximum=1_000_000),
 ]
 STEIN_OPTIONS = [
-    Option("bandwidth", bandwidth_option, "median", "rbf sigma; a comma list sums kernels; median: SVGD heuristic median/(2 log(n+1))"),
+    Option("bandwidth", kernel_bandwidth, "median", "rbf sigma; a comma list sums kernels; median: SVGD heuristic median/(2 log(n+1))"),
 ]
 ADVERSARIAL_OPTIONS = [
     Option("hidden", int, 256, "width of the discriminator's hidden layers", minimum=1),
