@@ -150,7 +150,7 @@ def trained_run(fuzz_dir):
 READER_ITEMS = {
     "evaluate": st.one_of(
         flag("--metrics", ["kl", "reconstruction", "mmd-prior", "nope", "", ",", "nll", "class-distribution"]),
-        flag("-o", ["num_samples=2", "num_samples=0", "num_samples=-1", "x", "=", "nope=1"]),
+        flag("-o", ["nll.num_samples=2", "nll.num_samples=0", "kl.x=1", "num_samples=-1", "x", "=", "nope.k=1"]),
         flag("--split", ["test", "train", "nope", ""]),
         flag("--limit", ["0", "-1", "1", "16", "x"]),
         flag("--batch-size", ["0", "1", "7", "x"]),
@@ -160,7 +160,7 @@ READER_ITEMS = {
     ),
     "sample": st.one_of(
         flag("--sampler", ["ancestral", "markov-chain", "reconstruct", "nope", ""]),
-        flag("-o", ["steps=2", "steps=-1", "return_chain=true", "x", "nope=1"]),
+        flag("-o", ["markov-chain.steps=2", "markov-chain.steps=-1", "markov-chain.return_chain=true", "ancestral.x=1", "x", "nope.k=1"]),
         flag("-n", ["0", "1", "4", "-1", "100000000000", "x"]),
         flag("--seed", ["0", "-1", "18446744073709551616"]),
         flag("--split", ["test", "nope"]),
@@ -169,7 +169,7 @@ READER_ITEMS = {
     ),
     "plot": st.one_of(
         flag("-n", ["0", "1", "4", "x"]),
-        flag("--chain-steps", ["0", "1", "2", "x"]),
+        flag("-o", ["markov-chain.steps=0", "markov-chain.steps=2", "x", "nope.k=1"]),
         flag("--seed", ["0", "-1", "18446744073709551616"]),
         flag("--out", ["f.png", "file/under.png", ""]),
         st.sampled_from([["--no-samples"], ["--json"]]),
@@ -187,7 +187,7 @@ def test_reader_fuzz_exits_cleanly(fuzz_dir, trained_run, command, data):
     if command == "evaluate":
         args += ["--limit", "32", "--metrics", "kl,reconstruction", "--no-save"]
     if command == "plot":
-        args += ["-n", "4", "--chain-steps", "1"]
+        args += ["-n", "4", "-o", "markov-chain.steps=1"]
     for name, *value in items:
         if name == "--out" and value and value[0]:
             value = [str(case / value[0])]
