@@ -292,6 +292,7 @@ class Trainer:
             tensors, meta = read_safetensors(path)
         except Exception as exc:  # noqa: BLE001 - any failure to parse means a corrupt file
             raise corrupt(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        load_weights(self.model, self.objective, tensors, where=str(path))  # first: names a changed plugin set
         try:
             step = int(meta["step"])
             if step < 0:
@@ -311,7 +312,6 @@ class Trainer:
         except (KeyError, ValueError, TypeError, RecursionError) as exc:
             what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
             raise corrupt(what) from None
-        load_weights(self.model, self.objective, tensors, where=str(path))
         try:
             _load_optimizer(self.optimizer, optim["model"])
             for n, o in self.div_optimizers.items():
