@@ -9,6 +9,7 @@ Writes a PNG with three panels and a JSON file with every number.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from infovae.api import load_run, start_training
 from infovae.build import make_run_spec
 from infovae.io import atomic_write_bytes, atomic_write_json
 from infovae.metrics import evaluate_metrics
-from infovae.plotting import hstack, line_chart
+from infovae.plotting import png_bytes, series_panels
 from infovae.runs import TrainerConfig
 
 MODELS = {"ELBO": [("kl", 1.0)], "MMD": [("mmd", 100.0)]}
@@ -34,7 +35,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--runs", type=Path, default=Path("runs/dimension_sweep"))
     ap.add_argument("--out", type=Path, default=None, help="PNG (default benchmarks/dimension_sweep[_quick].png)")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON beside it (no training)")
     args = ap.parse_args(argv)
+    if args.replot:
+        out = args.out or Path(__file__).with_name("dimension_sweep_quick.png" if args.quick else "dimension_sweep.png")
+        saved = json.loads(out.with_suffix(".json").read_text())
+        dims = saved["dims"]
+        results = {m: {int(d): v for d, v in r.items()} for m, r in saved["results"].items()}
+        atomic_write_bytes(out, png_bytes(figure(results, dims)))
+        print(f"redrew {out} from {out.with_suffix('.json')}")
+        return 0
     if not args.quick and args.data is None:
         ap.error("give --data PATH to binarized_mnist.npz, or --quick for digits")
     dims = [int(d) for d in args.dims.split(",")]
@@ -59,17 +69,21 @@ def main(argv=None) -> int:
                                    generator=torch.Generator(device=model.device).manual_seed(0))
             results[model_name][d] = {k: v["value"] for k, v in res.items()}
             print(f"{model_name} z={d}: {results[model_name][d]}", flush=True)
-    panels = []
-    for metric, title in (("mmd-prior", "MMD^2(q(z), p(z))"), ("logdet-cov", "log det Cov[q(z)] / dim"), ("semi-supervised", "semi-supervised accuracy")):
-        series = {m: (dims, [results[m][d][metric] for d in dims]) for m in MODELS}
-        panels.append(line_chart(series, title, xlabel="latent dimension"))
-    buf = __import__("io").BytesIO()
-    hstack(panels).save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, png_bytes(figure(results, dims)))
     atomic_write_json(out.with_suffix(".json"), {"dataset": dataset, "epochs": epochs, "dims": dims, "seconds": time.time() - t0,
                                                  "results": {m: {str(d): v for d, v in r.items()} for m, r in results.items()}})
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
+
+
+def figure(results, dims):
+    """Three panels (MMD², log det / dim, SVM accuracy) against the latent dimension, one line per model."""
+    panels = []
+    for metric, title, unit in (("mmd-prior", "MMD²(q(z), p(z))", "MMD², unitless"), ("logdet-cov", "log det Cov[q(z)] / dim", "nats / dim"),
+                                ("semi-supervised", "semi-supervised accuracy", "fraction correct")):
+        series = {m: (dims, [results[m][d][metric] for d in dims]) for m in results}
+        panels.append((title, "latent dimension", unit, series))
+    return series_panels(panels, log_x=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ COMMANDS = {
     "sample": "infovae.cli.commands.sample:sample",
     "evaluate": "infovae.cli.commands.evaluate:evaluate",
     "plot": "infovae.cli.commands.plot:plot",
+    "compare": "infovae.cli.commands.compare:compare",
+    "report": "infovae.cli.commands.report:report",
     "two-sample": "infovae.cli.commands.two_sample:two_sample",
     "bench": "infovae.cli.commands.bench:bench",
     "data": "infovae.cli.commands.data:data",
@@ -92,6 +94,8 @@ def cli(debug):
       infovae train --divergence stein=1 --decoder pixelcnnpp --dataset mnist -o dataset.path=~/mnist -o dataset.binarize=none
       infovae sample runs/mmd --sampler markov-chain --out chain.png
       infovae evaluate runs/mmd --json
+      infovae compare runs/elbo runs/mmd --evaluate
+      infovae report runs/mmd --out mmd.html
       infovae plugins --kind divergences
     """
     if hasattr(signal, "SIGXFSZ") and threading_is_main():
@@ -106,10 +110,11 @@ def threading_is_main() -> bool:
 
 
 def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):
-    """Plugin warnings as one line on stderr, without Python's source-line decoration."""
+    """Plugin and logger warnings as one line on stderr, without Python's source-line decoration."""
     from infovae import PluginWarning
+    from infovae.loggers import LoggerWarning
 
-    if issubclass(category, PluginWarning):
+    if issubclass(category, (PluginWarning, LoggerWarning)):
         click.echo(f"warning: {message}", err=True)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)

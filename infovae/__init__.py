@@ -60,6 +60,11 @@ _LAZY = {
     "resume_training": "infovae.api",
     "load_run": "infovae.api",
     "RunSpec": "infovae.runs",
+    "Logger": "infovae.loggers",
+    "require_extra": "infovae.loggers",
+    "evaluation_scalars": "infovae.loggers",
+    "atomic_write_json": "infovae.io",
+    "append_text": "infovae.io",
 }
 
 __all__ = sorted(

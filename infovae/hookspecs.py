@@ -89,3 +89,15 @@ def register_metrics(register):
     else JSON-able (see ``infovae.Metric``). x is (N, C, H, W) model values;
     ``needs_labels`` (bool, default False) asks for (N,) int64 class labels.
     """
+
+
+@hookspec
+def register_loggers(register):
+    """Register experiment loggers (trackers).
+
+    factory(run_dir: pathlib.Path, **options) -> object with ``log_params(params: dict)``,
+    ``log_scalars(step: int, scalars: dict[str, float])``, ``log_image(step: int, tag: str,
+    image: uint8 ndarray (H, W) or (H, W, 3))``, ``log_evaluation(results: dict)`` and
+    ``close()`` (see ``infovae.loggers.Logger``). Training wraps every call: a logger that
+    raises is warned about once and switched off; the run's own files never depend on it.
+    """

@@ -32,15 +32,15 @@ from .errors import DuplicatePluginError, InfovaeError, PluginBuildError, Plugin
 from .options import Option, normalize_options, options_from_signature, resolve_options
 from .spec import DATA_KINDS
 
-KINDS: Tuple[str, ...] = ("divergences", "encoders", "decoders", "samplers", "datasets", "metrics")
+KINDS: Tuple[str, ...] = ("divergences", "encoders", "decoders", "samplers", "datasets", "metrics", "loggers")
 SINGULAR = {
     "divergences": "divergence", "encoders": "encoder", "decoders": "decoder", "samplers": "sampler",
-    "datasets": "dataset", "metrics": "metric",
+    "datasets": "dataset", "metrics": "metric", "loggers": "logger",
 }
 # Leading positional arguments a factory of each kind receives before its options.
 CONTEXT_ARGS = {
     "divergences": (), "encoders": ("spec", "latent_dim"), "decoders": ("spec", "latent_dim"), "samplers": (),
-    "datasets": (), "metrics": (),
+    "datasets": (), "metrics": (), "loggers": ("run_dir",),
 }
 ENTRY_POINT_GROUP = "infovae"
 BUILTIN_DISTRIBUTION = "infovae"

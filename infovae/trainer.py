@@ -168,6 +168,8 @@ class Trainer:
         self.stop_signal = 0
         self.run_lock: Optional[RunLock] = None  # set by infovae.api; fit takes it when missing
         self.checkpoint_step: Optional[int] = None  # step of the checkpoint on disk, if any
+        self.logger_choices: list = []  # [{"name", "options"}] of the optional loggers (see infovae.loggers)
+        self.loggers = None
         self._setup()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -347,9 +349,23 @@ class Trainer:
         atomic_write_json(self.run_dir / STATUS_FILE, {"status": status, "step": self.step if step is None else step,
                                                         "total_steps": self.total_steps, **extra}, root=self.run_dir)
 
+    def _open_loggers(self):
+        """The jsonl logger (the run's metrics.jsonl) and the chosen trackers, opened on first use."""
+        if self.loggers is None:
+            from .loggers import open_loggers
+            from .registry import registry as default_registry
+
+            self.loggers = open_loggers(self.registry or default_registry(), self.run_dir, self.logger_choices)
+        return self.loggers
+
+    def close_loggers(self) -> None:
+        if self.loggers is not None:
+            self.loggers.close()
+            self.loggers = None
+
     def _log(self, record: Dict[str, Any]) -> None:
         if self._is_writer():
-            append_text(self.run_dir / METRICS_FILE, json.dumps(record) + "\n", root=self.run_dir)
+            self._open_loggers().log_scalars(record["step"], {k: v for k, v in record.items() if k != "step"})
         if self.on_log is not None:
             self.on_log(record)
 
@@ -430,7 +446,13 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             x = self.model.sample(GRID_N, generator=g)
         self.model.train()
-        return save_grid(from_model(x, self.spec.data), self.run_dir / SAMPLES_DIR / f"{name}.png", nrow=8, root=self.run_dir)
+        x = from_model(x, self.spec.data)
+        path = save_grid(x, self.run_dir / SAMPLES_DIR / f"{name}.png", nrow=8, root=self.run_dir)
+        if self._is_writer():
+            from .images import grid_array
+
+            self._open_loggers().log_image(self.step, f"samples/{name}", grid_array(x.cpu(), nrow=8))
+        return path
 
     # -- failures -------------------------------------------------------------------------------------
     def fit(self, progress: Optional[Any] = None) -> TrainSummary:
@@ -494,6 +516,7 @@ class Trainer:
             kept = (f"The weights themselves became non-finite; the last checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir}."
                     if self.checkpoint_step is not None else "No checkpoint was reached.")
         self._write_status("failed", step=self.checkpoint_step or 0, error=f"non-finite {', '.join(bad)} {where}")
+        self.close_loggers()
         raise TrainingError(
             f"the loss became non-finite {where} (epoch {epoch}): bad term(s) {', '.join(bad)}. {kept} "
             + (f"Lower the learning rate or the weight of {bad[0]!r}, or check the data." if bad[0] in self.objective.divergences
@@ -508,6 +531,10 @@ class Trainer:
         self.objective.train()
         if self._is_writer():
             self._write_status("training")
+            if self.step == 0:
+                from .loggers import flatten_params
+
+                self._open_loggers().log_params(flatten_params({k: v for k, v in self.spec.to_json().items() if k not in ("format", "format_version")}))
         batches = self._batches()
         window = _LogWindow(self)
         policy = _CheckpointPolicy(t)
@@ -546,6 +573,7 @@ class Trainer:
         if status == "complete":
             self.write_samples("final")
         self.save_checkpoint(status=status)
+        self.close_loggers()
         seconds = time.perf_counter() - run_start
         examples = (self.step - start_step) * t.batch_size  # global batch under torchrun
         loop_seconds = max(seconds - self._aside_seconds, 0.0)

@@ -34,7 +34,7 @@ def test_version_and_help():
 
 def test_plugins_json_lists_every_kind(registry):
     out = json.loads(invoke("plugins", "--json").stdout)
-    assert {"divergences", "encoders", "decoders", "samplers", "datasets", "metrics"} <= set(out["plugins"])
+    assert {"divergences", "encoders", "decoders", "samplers", "datasets", "metrics", "loggers"} <= set(out["plugins"])
     assert {"kl", "mlp", "bernoulli-mlp", "ancestral", "digits", "nll"} <= {p["name"] for ps in out["plugins"].values() for p in ps}
     only = json.loads(invoke("plugins", "--kind", "encoder", "--json").stdout)
     assert list(only["plugins"]) == ["encoders"]

@@ -98,6 +98,16 @@ class PixelMean(Metric):
         return {"value": float(s.mean() - x.float().mean()), "n": self.num_samples, "units": "pixel value"}
 
 
+class ListLogger:
+    """Keeps the scalars it receives in memory."""
+
+    def __init__(self, run_dir):
+        self.scalars = []
+
+    def log_scalars(self, step, scalars):
+        self.scalars.append((step, dict(scalars)))
+
+
 class ToyPlugin:
     @hookimpl
     def register_metrics(self, register):
@@ -122,6 +132,10 @@ class ToyPlugin:
     @hookimpl
     def register_samplers(self, register):
         register("toy-mode", ModeSampler)
+
+    @hookimpl
+    def register_loggers(self, register):
+        register("toy-list", ListLogger)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ HOOKS = _hookspec_names()
 
 def test_one_hook_per_kind():
     assert HOOKS == sorted(f"register_{k}" for k in KINDS)
-    assert {"divergences", "encoders", "decoders", "samplers", "datasets", "metrics"} <= set(KINDS)
+    assert {"divergences", "encoders", "decoders", "samplers", "datasets", "metrics", "loggers"} <= set(KINDS)
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -34,7 +34,7 @@ def choose_subset(n: int, limit, first: bool, seed: int):
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seeds the metrics' randomness and the --limit subset.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--save/--no-save", default=True, show_default=True, help="Also write RUN/evaluation.json.")
+@click.option("--save/--no-save", default=True, show_default=True, help="Also write RUN/evaluation.json (merged with the metrics already there for the same split and step) and send it to the run's loggers.")
 @friendly_errors
 def evaluate(run, metrics, options, split, limit, first, batch_size, seed, device, as_json, save):
     """Score a trained run with metric plugins (nats unless stated).
@@ -54,14 +54,15 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
       infovae evaluate runs/mnist --metrics semi-supervised,class-distribution
       infovae evaluate runs/mnist --limit 1000            # a seeded random 1000 of the test split
     """
-    import torch
-
     import infovae
     from infovae.api import load_run
     from infovae.build import create_dataset
-    from infovae.io import atomic_write_json
-    from infovae.metrics import build_metrics, evaluate_metrics, parse_names
+    from infovae.evaluation import log_evaluation, run_metrics, save_evaluation
+    from infovae.metrics import build_metrics, parse_names
     from infovae.options import split_targeted
+    from infovae.runs import read_status
+
+    from .progress import metric_progress
 
     if first and limit is None:
         raise click.BadParameter("--first takes the first N examples of --limit N; give --limit too", param_hint="--first")
@@ -87,18 +88,20 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
     if subset is not None:
         x = x[subset]
         labels = labels[subset] if labels is not None else None
-    gen = torch.Generator(device=model.device).manual_seed(seed)
     try:
-        results = evaluate_metrics(model, x, names, labels=labels, generator=gen, batch_size=batch_size, options=per_metric, reg=reg)
+        with metric_progress(enabled=not as_json) as (on_metric, on_progress):
+            results = run_metrics(model, x, names, labels, seed, batch_size, per_metric, reg, on_metric, on_progress)
     except (ValueError, TypeError, FloatingPointError) as exc:
         raise click.ClickException(f"cannot evaluate {run}: {exc}") from None
-    report = {"run": str(run), "split": split, "examples": int(x.shape[0]), "split_examples": n_split}
+    report = {"run": str(run), "split": split, "examples": int(x.shape[0]), "split_examples": n_split,
+              "step": int(read_status(run).get("step", 0))}
     if subset is not None:
         report["subset"] = {"method": "first" if first else "random", "seed": None if first else seed,
                             "indices": subset.tolist()}
     report["metrics"] = results
     if save:
-        atomic_write_json(Path(run) / "evaluation.json", report, root=run)
+        report = save_evaluation(run, report)
+        log_evaluation(run, report)
     if as_json:
         echo_json(report)
         return

@@ -11,16 +11,6 @@ from .common import echo_json, friendly_errors
 DEFAULT_SAMPLERS = ("ancestral", "markov-chain")
 
 
-def _series(records, prefix):
-    keys = sorted({k for r in records for k in r if k.startswith(prefix) and "/" not in k[len(prefix):]})
-    out = {}
-    for k in keys:
-        pts = [(r["epoch"], r[k]) for r in records if k in r and isinstance(r[k], (int, float))]
-        if pts:
-            out[k[len(prefix):]] = ([p[0] for p in pts], [p[1] for p in pts])
-    return out
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "-O", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG to write (default RUN/figure.png).")
@@ -42,7 +32,8 @@ def plot(run, out, samples, samplers, options, n, seed, device, as_json):
       infovae plot runs/mmd --out mmd.png --no-samples
       infovae plot runs/ae -s markov-chain -o markov-chain.steps=50
     """
-    from infovae.plotting import hstack, line_chart, titled, vstack
+    from infovae.io import atomic_write_bytes
+    from infovae.plotting import figure_one, png_bytes
     from infovae.runs import load_spec, read_metrics
 
     samplers = list(dict.fromkeys(samplers or DEFAULT_SAMPLERS))
@@ -64,43 +55,24 @@ def plot(run, out, samples, samplers, options, n, seed, device, as_json):
     records = [r for r in read_metrics(run) if "epoch" in r]
     if not records:
         raise click.ClickException(f"{run} has no metrics yet; train it first")
-    charts = [line_chart(_series(records, "train/"), "training loss terms (nats)", xlabel="epoch")]
-    valid = _series(records, "valid/")
-    if valid:
-        charts.append(line_chart(valid, "validation loss terms (nats)", xlabel="epoch"))
-    mi = _series(records, "track/")
-    if "mutual-information" in mi:
-        log_m = next((r["track/mutual-information/log_M"] for r in reversed(records) if "track/mutual-information/log_M" in r), None)
-        charts.append(line_chart({"I_q(x;z)": mi["mutual-information"]}, "mutual information (nats)", xlabel="epoch",
-                                 hlines={"log M": log_m} if log_m is not None else None))
-    if "nll" in mi:
-        charts.append(line_chart({"NLL": mi["nll"]}, "validation NLL (nats, importance sampled)", xlabel="epoch"))
-    panels = [vstack(charts)]
+    images = []
     if samples:
         import torch
 
         from infovae.api import load_run
         from infovae.images import grid_array
-        from PIL import Image
 
         _, model, _ = load_run(run, device=device, reg=reg, with_objective=False)
         for name, fn in built.items():
             g = torch.Generator(device=model.device).manual_seed(seed)
             x = fn(model, n, generator=g)
             cols = getattr(fn, "grid_columns", None) or 8
-            arr = grid_array(infovae.from_model(x, spec.data).cpu(), nrow=cols)
-            img = Image.fromarray(arr).resize((arr.shape[1] * 2, arr.shape[0] * 2), Image.NEAREST) if arr.shape[0] < 200 else Image.fromarray(arr)
-            panels.insert(-1, titled(img, f"{name} samples"))
-    fig = hstack(panels)
+            images.append((f"{name} samples", grid_array(infovae.from_model(x, spec.data).cpu(), nrow=cols)))
+    fig = figure_one(records, images)
     out = out or Path(run) / "figure.png"
-    import io
-
-    from infovae.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue(), root=run)
+    atomic_write_bytes(out, png_bytes(fig), root=run)
+    size = [int(round(v)) for v in fig.get_size_inches() * fig.dpi]
     if as_json:
-        echo_json({"out": str(out), "size": list(fig.size)})
+        echo_json({"out": str(out), "size": size})
     else:
-        click.echo(f"wrote {out} ({fig.size[0]}x{fig.size[1]})")
+        click.echo(f"wrote {out} ({size[0]}x{size[1]})")

@@ -41,12 +41,13 @@ def parse_divergence(item: str) -> Tuple[str, float]:
     return name, w
 
 
-def split_options(items: List[str], divergence_names: List[str]) -> Dict[str, Dict[str, str]]:
-    """'-o TARGET.KEY=VALUE' items -> {target: {key: value}}; targets: dataset, encoder, decoder, or a divergence."""
+def split_options(items: List[str], divergence_names: List[str], logger_names: Tuple[str, ...] = ()) -> Dict[str, Dict[str, str]]:
+    """'-o TARGET.KEY=VALUE' items -> {target: {key: value}}; targets: dataset, encoder, decoder, a divergence or a logger."""
     from infovae.options import split_targeted
 
-    return split_targeted(items, list(RESERVED_TARGETS) + list(divergence_names), "train", "-o dataset.path=~/data, -o mmd.kernel=imq",
-                          add_hint="If {target} is a divergence, add --divergence {target} first.")
+    return split_targeted(items, list(RESERVED_TARGETS) + list(divergence_names) + list(logger_names), "train",
+                          "-o dataset.path=~/data, -o mmd.kernel=imq",
+                          add_hint="If {target} is a divergence or a logger, add --divergence {target} or --logger {target} first.")
 
 
 def load_config(path: Path) -> Dict[str, Any]:
@@ -190,7 +191,8 @@ def apply_config(ctx: click.Context, param: click.Parameter, path):
 @click.option("--encoder", "-e", default=DEFAULTS["encoder"], show_default=True, help="Encoder plugin.")
 @click.option("--decoder", "-p", default=DEFAULTS["decoder"], show_default=True, help="Decoder plugin.")
 @click.option("--divergence", "-r", multiple=True, metavar="NAME[=WEIGHT]", help="Regularizer and its weight (repeatable). Default: mmd=100. Use 'none' for the plain autoencoder L_AE.")
-@click.option("--option", "-o", "options", multiple=True, metavar="TARGET.KEY=VALUE", help="Plugin option: TARGET is dataset, encoder, decoder or a divergence name (repeatable).")
+@click.option("--option", "-o", "options", multiple=True, metavar="TARGET.KEY=VALUE", help="Plugin option: TARGET is dataset, encoder, decoder, a divergence or a logger name (repeatable).")
+@click.option("--logger", "-l", "loggers", multiple=True, metavar="NAME", help="Experiment tracker besides metrics.jsonl: tensorboard, mlflow (repeatable; see 'infovae plugins --kind loggers').")
 @click.option("--latent-dim", "-z", type=int, default=DEFAULTS["latent_dim"], show_default=True, help="Dimension of z.")
 @click.option("--batch-size", "-b", type=int, default=TC.batch_size, show_default=True)
 @click.option("--epochs", type=int, default=TC.epochs, show_default=True)
@@ -215,7 +217,7 @@ def apply_config(ctx: click.Context, param: click.Parameter, path):
 @click.option("--nproc-per-node", type=click.IntRange(1), default=None, help="Start N processes on this machine through torchrun (torch.distributed.run); --batch-size stays the global batch.")
 @click.pass_context
 @friendly_errors
-def train(ctx, config_path, dataset, encoder, decoder, divergence, options, latent_dim, batch_size, epochs, steps, lr,
+def train(ctx, config_path, dataset, encoder, decoder, divergence, options, loggers, latent_dim, batch_size, epochs, steps, lr,
           weight_decay, seed, device, amp, compile_, log_every, sample_every, checkpoint_every, track, out, overwrite, resume,
           as_json, quiet, nproc_per_node, flush_denormal):
     """Train an InfoVAE composed of plugins and write a resumable run.
@@ -232,6 +234,7 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
       infovae train -r mmd=100 -o mmd.kernel=imq -o mmd.bandwidth=median -z 5 --out runs/mmd
       infovae train -d binarized-mnist -o dataset.path=data/binarized_mnist.npz -p pixelcnn -e conv
       infovae train --config experiment.toml --epochs 5
+      infovae train --logger tensorboard --logger mlflow -o tensorboard.dir=tb/mmd
       infovae train --resume runs/mmd --epochs 200
       infovae train --nproc-per-node 2 --device cpu    # 2 processes (gloo), same model as 1
       torchrun --nproc-per-node 8 --no-python infovae train --device cuda -b 512
@@ -251,7 +254,8 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
         divs: List[Tuple[str, float]] = []
     else:
         divs = [parse_divergence(d) for d in div_items]
-    opts = split_options(ctx.meta.get("infovae.config_options", []) + list(options), [n for n, _ in divs])
+    logger_names = tuple(loggers)
+    opts = split_options(ctx.meta.get("infovae.config_options", []) + list(options), [n for n, _ in divs], logger_names)
 
     trainer_cfg = TrainerConfig(
         batch_size=batch_size, epochs=epochs, steps=steps, lr=float(lr),
@@ -269,8 +273,10 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
         raise PluginOptionError(f"latent dimension must be at least 1 (an integer), got {latent_dim!r}")
     from infovae.api import check_out_dir, start_training
     from infovae.build import make_run_spec
+    from infovae.loggers import resolve_loggers, write_loggers_file
     import infovae
 
+    logger_choices = resolve_loggers(infovae.registry(), logger_names, opts)
     check_out_dir(out, overwrite)
     spec, ds = make_run_spec(
         dataset=dataset, dataset_options=opts.get("dataset", {}), latent_dim=int(latent_dim),
@@ -278,6 +284,9 @@ def train(ctx, config_path, dataset, encoder, decoder, divergence, options, late
         divergences=[(n, w, opts.get(n, {})) for n, w in divs], trainer=trainer_cfg, reg=infovae.registry(),
     )
     trainer = start_training(out, spec, ds, overwrite=overwrite)
+    if logger_choices and trainer._is_writer():
+        write_loggers_file(out, logger_choices)
+    trainer.logger_choices = logger_choices
     _run(trainer, as_json, quiet)
 
 
@@ -324,6 +333,9 @@ def _resume(ctx, run_dir, steps, epochs, as_json, quiet):
 
     epochs_given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
     trainer = resume_training(run_dir, steps=steps, epochs=epochs if epochs_given else None)  # validates before writing
+    from infovae.loggers import read_loggers_file
+
+    trainer.logger_choices = read_loggers_file(run_dir)
     if trainer.step >= trainer.total_steps:
         raise click.ClickException(f"{run_dir} already finished its {trainer.total_steps} steps; give a larger --steps or --epochs to continue it")
     _run(trainer, as_json, quiet)
@@ -341,7 +353,9 @@ def _run(trainer, as_json: bool, quiet: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    err = Console(stderr=True)
+    from .progress import stderr_console
+
+    err = stderr_console()
     quiet = quiet or not trainer._is_writer()  # under torchrun only rank 0 reports
     as_json = as_json and trainer._is_writer()
     interactive = err.is_terminal and not quiet

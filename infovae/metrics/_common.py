@@ -90,8 +90,11 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
     """Consecutive slices covering range(n), each at most ``batch_size`` long."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from ..progress import advance
+
     for start in range(0, n, batch_size):
         yield slice(start, min(n, start + batch_size))
+        advance(min(n, start + batch_size), n)
 
 
 def gaussian_params(q: Distribution, metric: str) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,8 @@ every divergence must do (see ``infovae.testing.divergences``). Every other kind
 has a kit of the same two forms: ``DecoderContract`` / ``check_decoder``,
 ``EncoderContract`` / ``check_encoder``, ``SamplerContract`` / ``check_sampler``,
 ``DatasetContract`` / ``check_dataset`` and ``MetricContract`` / ``check_metric``
-(``infovae.testing.<kind>s`` documents each check).
+(``infovae.testing.<kind>s`` documents each check). Loggers have
+``check_logger`` (``infovae.testing.loggers``).
 Hypothesis strategies are in ``infovae.testing.strategies``.
 
 Dependencies: Hypothesis is required (``pip install "infovae[test]"``); pytest
@@ -40,6 +41,7 @@ from .decoders import DECODER_CHECKS, DecoderContract, check_decoder
 from .encoders import ENCODER_CHECKS, EncoderContract, check_encoder
 from .metrics import METRIC_CHECKS, MetricContract, check_metric
 from .samplers import SAMPLER_CHECKS, SamplerContract, check_sampler
+from .loggers import check_logger
 from .divergences import (
     ATOL,
     CONTRACT_SETTINGS,
@@ -73,5 +75,6 @@ __all__ = [
     "METRIC_CHECKS",
     "MetricContract",
     "check_metric",
+    "check_logger",
     "strategies",
 ]
