@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     invoke(*TRAIN, "--out", root / "mmd")
     invoke(*TRAIN, "-r", "kl=1", "--out", root / "elbo")
-    invoke("evaluate", root / "mmd", "--metrics", METRICS, "-o", "num_samples=20", "--json")
+    invoke("evaluate", root / "mmd", "--metrics", METRICS, "-o", "nll.num_samples=20", "--json")
     return root / "mmd", root / "elbo"
 
 
@@ -73,7 +73,7 @@ def test_compare_shows_differences_and_missing_metrics(runs):
 def test_compare_evaluate_fills_gaps_with_the_library_s_values(runs, tmp_path):
     mmd, elbo = runs
     fig = tmp_path / "curves.png"
-    out = json.loads(invoke("compare", mmd, elbo, "--metrics", METRICS, "--evaluate", "-o", "num_samples=20", "--json", "--out", fig).stdout)
+    out = json.loads(invoke("compare", mmd, elbo, "--metrics", METRICS, "--evaluate", "-o", "nll.num_samples=20", "--json", "--out", fig).stdout)
     rows = {r["label"]: r for r in out["runs"]}
     # Independent reference: the metrics computed all at once by evaluate_metrics with the same seed.
     import infovae
@@ -83,7 +83,7 @@ def test_compare_evaluate_fills_gaps_with_the_library_s_values(runs, tmp_path):
 
     spec, model, _ = load_run(elbo, device="cpu")
     x = create_dataset(infovae.registry(), spec.dataset).split("test")
-    ref = evaluate_metrics(model, x, METRICS, generator=torch.Generator().manual_seed(0), num_samples=20)
+    ref = evaluate_metrics(model, x, METRICS, generator=torch.Generator().manual_seed(0), options={"nll": {"num_samples": 20}})
     for m in METRICS.split(","):
         assert rows["elbo"]["metrics"][m]["value"] == pytest.approx(ref[m]["value"], rel=1e-9, abs=1e-12), m
     # The best marks follow the rule, checked pairwise from the numbers themselves.
