@@ -73,6 +73,6 @@ def plot(run, out, samples, samplers, options, n, seed, device, as_json):
     atomic_write_bytes(out, png_bytes(fig), root=run)
     size = [int(round(v)) for v in fig.get_size_inches() * fig.dpi]
     if as_json:
-        echo_json({"out": str(out), "size": size})
+        echo_json({"out": str(out), "size": size, "samplers": [name for name, _ in built.items()] if samples else []})
     else:
         click.echo(f"wrote {out} ({size[0]}x{size[1]})")
