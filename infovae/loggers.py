@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from .errors import PluginError
-
-LOGGERS_FILE = "loggers.json"
+from .runs import LOGGERS_FILE
 ALWAYS_ON = "jsonl"
 
 
