@@ -6,6 +6,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from ..estimators import PROPOSALS, ais_log_likelihood, proposal_log_likelihood
 from ._common import (
     LOG_2PI,
     batches,
@@ -85,24 +86,71 @@ def nll(
     generator: Optional[torch.Generator] = None,
     batch_size: int = 1024,
     num_samples: Optional[int] = None,
+    estimator: str = "is",
+    proposal: str = "encoder",
+    scale_factor: float = 1.0,
+    prior_weight: float = 0.0,
+    refine_steps: int = 50,
+    ais_steps: int = 500,
+    ais_chains: int = 16,
+    leapfrog_steps: int = 10,
 ) -> Dict[str, object]:
-    """Negative log-likelihood -log p(x) by importance sampling with q(z|x) as proposal.
+    """Negative log-likelihood -log p(x) in nats, by importance sampling or AIS.
 
-    Per example: -[logsumexp_k (log p(x|z_k) + log p(z_k) - log q(z_k|x)) - log K], z_k ~ q(z|x),
-    K = ``num_samples`` (default 1000 for dim z <= 10, else 5000). Reported: the mean over the N
-    examples in nats ("value") with its standard error across examples (std / sqrt(N)), the same in
-    bits/dim (nats / (C*H*W * ln 2)), K, N and the mean effective sample size of the weights.
-    The estimate is a stochastic upper bound on the true NLL (its bias shrinks as 1/K).
+    estimator="is": -[logsumexp_k (log p(x|z_k) + log p(z_k) - log r(z_k|x)) - log K], z_k ~ r(z|x),
+    K = ``num_samples`` (default 1000 for dim z <= 10, else 5000). The proposal r is q(z|x)
+    (``proposal="encoder"``) or q(z|x) refined per example by ``refine_steps`` gradient steps on the
+    ELBO (``"refined"``); its scale is multiplied by ``scale_factor`` and it is mixed with the prior
+    with weight ``prior_weight`` (see ``infovae.estimators``). Reports the mean effective sample size.
+    estimator="ais": annealed importance sampling from p(z) to p(z|x), ``ais_steps`` temperatures,
+    ``ais_chains`` chains, HMC with ``leapfrog_steps`` leapfrog steps; reports acceptance rates.
+    Both are stochastic upper bounds on the true NLL. Reported: the mean over the N examples in nats
+    ("value") with its standard error across examples (std / sqrt(N)), the same in bits/dim
+    (nats / (C*H*W * ln 2)), N, and "estimator_std_err": the Monte Carlo error of the mean itself.
     """
+    if estimator not in ("is", "ais"):
+        raise ValueError(f"nll: unknown estimator {estimator!r}; choose is (importance sampling) or ais (annealed)")
+    if proposal not in PROPOSALS:
+        raise ValueError(f"nll: unknown proposal {proposal!r}; choose from {', '.join(PROPOSALS)}")
     d = model.latent_dim
+    x = model_values(model, x)
+    generator = make_generator(generator, model_device(model))
+    if estimator == "ais":
+        log_px, se, info = ais_log_likelihood(model, x, steps=int(ais_steps), chains=int(ais_chains),
+                                              leapfrog_steps=int(leapfrog_steps), generator=generator,
+                                              batch_size=batch_size)
+        return {
+            **_nats_summary(model, -log_px, "nll"),
+            "n": int(log_px.numel()),
+            "estimator": "ais",
+            "estimator_std_err": float(se.pow(2).sum().sqrt()) / log_px.numel(),
+            "ais_steps": int(ais_steps), "ais_chains": int(ais_chains), "leapfrog_steps": int(leapfrog_steps),
+            **info,
+            "description": f"-log p(x) by AIS, prior to posterior, {ais_steps} sigmoidal temperatures, "
+                           f"{ais_chains} chains, HMC with {leapfrog_steps} leapfrog steps",
+        }
     k = default_num_samples(d) if num_samples is None else int(num_samples)
-    log_px, ess = importance_log_likelihood(model, x, k, generator=generator, batch_size=batch_size)
+    plain = proposal == "encoder" and scale_factor == 1.0 and prior_weight == 0.0
+    if plain:
+        log_px, ess = importance_log_likelihood(model, x, k, generator=generator, batch_size=batch_size)
+        what = "q(z|x) proposal"
+    else:
+        log_px, ess = proposal_log_likelihood(model, x, k, proposal=proposal, scale_factor=float(scale_factor),
+                                              prior_weight=float(prior_weight), refine_steps=int(refine_steps),
+                                              generator=generator, batch_size=batch_size)
+        what = (f"{'q(z|x)' if proposal == 'encoder' else f'q(z|x) refined by {refine_steps} ELBO steps'}"
+                f"{f' with scale x{scale_factor:g}' if scale_factor != 1.0 else ''}"
+                f"{f', mixed with the prior (weight {prior_weight:g})' if prior_weight > 0 else ''} as proposal")
+    se = torch.sqrt(torch.clamp(k / ess - 1.0, min=0.0) / k)  # delta-method s.e. of each log(mean w)
     return {
         **_nats_summary(model, -log_px, "nll"),
         "num_samples": k,
         "n": int(log_px.numel()),
+        "estimator": "is",
+        "proposal": proposal,
+        "estimator_std_err": float(se.pow(2).sum().sqrt()) / log_px.numel(),
         "ess_mean": float(ess.mean()),
-        "description": f"-log p(x) by importance sampling, q(z|x) proposal, K={k} samples per example",
+        "description": f"-log p(x) by importance sampling, {what}, K={k} samples per example",
     }
 
 
