@@ -21,6 +21,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,6 +437,22 @@ class Trainer:
                 out[f"track/{name}/log_M"] = float(res["log_M"])
         return out
 
+    def _warn_if_collapsed(self) -> None:
+        """Warn once per Trainer when the code is collapsed on validation data at two consecutive epoch
+        ends past ``COLLAPSE_MIN_STEPS`` steps (a young encoder also carries almost no information)."""
+        from .collapse import COLLAPSE_MIN_STEPS, CodeCollapseWarning, collapse_message
+
+        if getattr(self, "_collapse_warned", False) or self.x_valid is None or self.step < COLLAPSE_MIN_STEPS:
+            return
+
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            msg = collapse_message(self.model, self.x_valid, self.objective.weights, seed=self.spec.trainer.seed + 3)
+        self.model.train()
+        self._collapsed_epochs = getattr(self, "_collapsed_epochs", 0) + 1 if msg is not None else 0
+        if self._collapsed_epochs >= 2:
+            self._collapse_warned = True
+            warnings.warn(f"epoch {self.step // self.steps_per_epoch}: {msg}", CodeCollapseWarning, stacklevel=2)
+
     @_aside
     @torch.no_grad()
     def write_samples(self, name: str) -> Optional[Path]:
@@ -555,6 +572,7 @@ class Trainer:
                     if end_of_epoch:
                         rec.update(self.validate())
                         rec.update(self.track())
+                        self._warn_if_collapsed()
                     self._log(rec)
                 if progress is not None:
                     progress(self.step, self.total_steps, last)
