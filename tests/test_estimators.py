@@ -116,7 +116,8 @@ def test_ais_matches_quadrature(decoder, dim):
     model = make_model(decoder, dim, seed=dim)
     x = data(model, 6, seed=10 + dim)
     exact = reference(model, x, dim)
-    est, se, info = ais_log_likelihood(model, x, steps=100, chains=16, leapfrog_steps=5,
+    steps, leapfrog = (100, 5) if decoder == "mlp" else (50, 4)  # the PixelCNN costs 10x more per call
+    est, se, info = ais_log_likelihood(model, x, steps=steps, chains=16, leapfrog_steps=leapfrog,
                                        generator=torch.Generator().manual_seed(0), batch_size=96)
     err = est.numpy() - exact
     assert np.all(np.abs(err) <= Z_SCORE * se.numpy() + 1e-9), (err, se)
@@ -179,7 +180,8 @@ def test_proposals_match_quadrature_and_beat_an_overconfident_encoder(decoder):
     model = make_model(decoder, dim, seed=3, enc_scale=0.02)
     x = data(model, 6, seed=4)
     exact = reference(model, x, dim)
-    K = 400
+    K = 400 if decoder == "mlp" else 200
+    refine = 60 if decoder == "mlp" else 30
     g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
 
     def se_of(ess):  # delta-method s.e. of log(mean w) from the effective sample size
@@ -190,17 +192,19 @@ def test_proposals_match_quadrature_and_beat_an_overconfident_encoder(decoder):
     # p(x|z) / weight; a wide Gaussian has lighter tails than the posterior): the reported s.e. holds.
     bounded = {
         "mixture": proposal_log_likelihood(model, x, K, prior_weight=0.5, generator=g(2)),
-        "refined+mixture": proposal_log_likelihood(model, x, K, proposal="refined", refine_steps=60,
+        "refined+mixture": proposal_log_likelihood(model, x, K, proposal="refined", refine_steps=refine,
                                                    scale_factor=1.5, prior_weight=0.2, generator=g(1)),
         "inflated": proposal_log_likelihood(model, x, K, scale_factor=50.0, generator=g(3)),
     }
     for name, (est, ess) in bounded.items():
         err = est.numpy() - exact
         assert np.all(np.abs(err) <= Z_SCORE * se_of(ess) + 1e-6), (name, err, se_of(ess))
-        assert np.all(ess.numpy() > enc_ess.numpy()), (name, ess, enc_ess)
+    # The same check rejects the over-confident encoder: it misses nats while its effective sample size
+    # looks healthy (so ESS alone is no diagnostic; the quadrature, AIS or BDMC are).
+    assert np.all(np.abs(enc.numpy() - exact) > Z_SCORE * se_of(enc_ess)), (enc.numpy() - exact, se_of(enc_ess))
     # The refined Gaussian alone (mode-seeking, can miss posterior mass): still a stochastic lower
     # bound, and tighter on average than the over-confident encoder it starts from.
-    ref, ref_ess = proposal_log_likelihood(model, x, K, proposal="refined", refine_steps=60, generator=g(4))
+    ref, ref_ess = proposal_log_likelihood(model, x, K, proposal="refined", refine_steps=refine, generator=g(4))
     assert np.all(ref.numpy() - exact <= Z_SCORE * se_of(ref_ess) + 1e-6)
     assert np.mean(exact - enc.numpy()) > np.mean(exact - ref.numpy())
 

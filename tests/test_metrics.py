@@ -473,7 +473,10 @@ def test_evaluate_metrics_errors_before_work():
 
 
 def test_metric_options_table():
-    assert metric_options("nll") == {"num_samples": None}
+    assert metric_options("nll") == {
+        "num_samples": None, "estimator": "is", "proposal": "encoder", "scale_factor": 1.0, "prior_weight": 0.0,
+        "refine_steps": 50, "ais_steps": 500, "ais_chains": 16, "leapfrog_steps": 10,
+    }
     assert metric_options("active-units") == {"threshold": 0.01}
     assert set(metric_options("semi-supervised")) == {"num_labels", "svm_c", "split_seed"}
 
