@@ -73,6 +73,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="Markdown results (default benchmarks/RESULTS_table1[_quick].md)")
     ap.add_argument("--resume", action="store_true", help="keep finished runs and continue unfinished ones")
     ap.add_argument("--weights", default="", help="override regularizer weights, e.g. mmd=100,stein=1")
+    ap.add_argument("--nll-refined", action="store_true",
+                    help="also score NLL by IS with the refined proposal mixed with the prior (nll-refined)")
+    ap.add_argument("--ais", default="", metavar="T,S,L",
+                    help="also score NLL by AIS with T temperatures, S chains, L leapfrog steps (nll-ais), e.g. 500,16,10")
+    ap.add_argument("--ais-limit", type=int, default=None, help="AIS on the first N of the evaluated images")
     args = ap.parse_args(argv)
     for item in filter(None, args.weights.split(",")):
         div, _, w = item.partition("=")
@@ -159,6 +164,19 @@ def evaluate_run(run: Path, args, reg, nll_k: int, train_s: float, steps):
         except (ValueError, TypeError, FloatingPointError) as exc:
             res[metric] = {"value": None, "error": str(exc)}
         print(f"  {run.name} {metric}: {res[metric].get('value')}", flush=True)
+    extra = {}
+    if args.nll_refined:
+        extra["nll-refined"] = (x, {"num_samples": nll_k, "proposal": "refined", "scale_factor": 1.5, "prior_weight": 0.2})
+    if args.ais:
+        t, s, lf = (int(v) for v in args.ais.split(","))
+        extra["nll-ais"] = (x[: args.ais_limit], {"estimator": "ais", "ais_steps": t, "ais_chains": s, "leapfrog_steps": lf})
+    for label, (xe, opts) in extra.items():
+        try:
+            res[label] = evaluate_metrics(model, xe, ["nll"], generator=torch.Generator(device=model.device).manual_seed(0),
+                                          batch_size=2048, **opts)["nll"]
+        except (ValueError, TypeError, FloatingPointError) as exc:
+            res[label] = {"value": None, "error": str(exc)}
+        print(f"  {run.name} {label}: {res[label].get('value')}", flush=True)
     return {"metrics": res, "train_seconds": train_s, "eval_seconds": time.time() - t1, "steps": steps, "examples": int(x.shape[0])}
 
 
@@ -202,6 +220,11 @@ def write_markdown(out: Path, rows, args, dataset, hw, seconds, argv, nll_k, run
         mi_text = "—" if mi.get("value") is None else f"{mi['value']:.3f} ({mi['log_M']:.2f})"
         lines.append(f"| {name} | {nll_text} | {paper if paper is not None else '—'} | {mi_text} | "
                      f"{_fmt(m.get('class-distribution', {}).get('value'))} | {row['train_seconds']:.0f} |")
+    for label in ("nll-refined", "nll-ais"):
+        if any(label in row["metrics"] for row in rows.values()):
+            lines += ["", f"`{label}`: " + "; ".join(
+                f"{name} {row['metrics'][label]['value']:.2f} ± {row['metrics'][label]['std_err']:.2f} (n={row['metrics'][label]['n']})"
+                for name, row in rows.items() if row["metrics"].get(label, {}).get("value") is not None)]
     lines += ["", f"NLL: importance sampling with q(z|x) as proposal, K = {nll_k}. Metric details:", ""]
     first = next(iter(rows.values()))["metrics"]
     for k, v in first.items():
