@@ -228,14 +228,16 @@ def test_nll_metric_estimator_options():
 
 @pytest.mark.gpu
 def test_ais_and_proposals_on_cuda():
-    model = make_model("mlp", 2, seed=0).cuda()
-    x = data(model.cpu(), 4, seed=1).cuda()
-    model.cuda()
-    exact = reference(model.cpu(), x.cpu(), 2)
-    model.cuda()
+    model = make_model("mlp", 2, seed=0)
+    x = data(model, 4, seed=1)
+    exact = reference(model, x, 2)
+    model, x = model.cuda(), x.cuda()
     g = torch.Generator(device="cuda").manual_seed(0)
     est, se, _ = ais_log_likelihood(model, x, steps=100, chains=16, leapfrog_steps=5, generator=g)
     assert est.device.type == "cuda"
     assert np.all(np.abs(est.cpu().numpy() - exact) <= Z_SCORE * se.cpu().numpy() + 1e-9)
     est, ess = proposal_log_likelihood(model, x, 200, proposal="refined", prior_weight=0.2, generator=g)
     assert est.device.type == "cuda" and torch.all(ess >= 1)
+    z, xs = simulate(model, 4, g)
+    res = bdmc(model, xs, z, steps=50, chains=8, leapfrog_steps=4, generator=g)
+    assert res["gap"].device.type == "cuda" and torch.all(torch.isfinite(res["gap"]))
