@@ -5,8 +5,8 @@ For (z*, x) ~ p(z) p(x|z), z* is an exact sample of the posterior p(z|x). Forwar
 posterior) gives log mean w, a stochastic lower bound on log p(x); AIS run backwards from z* (posterior
 -> prior, the same temperatures in reverse) estimates 1/p(x), and -log mean w_rev is a stochastic upper
 bound. The true log p(x) lies between them (in expectation), so upper - lower bounds the error of
-the forward estimate on such data. The reverse chain reuses the forward chain's adapted step sizes,
-reversed, so its kernels are fixed in advance.
+the forward estimate on such data. Both chains use step sizes adapted by a separate pilot run, so
+their kernels are fixed in advance.
 """
 from __future__ import annotations
 
@@ -47,8 +47,12 @@ def bdmc(
     betas = sigmoid_schedule(steps)
     ll = conditional_log_likelihood(model, x)
     z0 = model.prior.sample(chains * b, generator=generator).view(chains, b, d).to(dtype)
-    fwd = ais(model.prior.log_prob, ll, z0, betas, leapfrog_steps=leapfrog_steps,
-              target_accept=target_accept, prior_score=model.prior.score, generator=generator)
+    # Step sizes adapted by a pilot run, then fixed for both directions (see ais_log_likelihood).
+    zp = model.prior.sample(min(chains, 4) * b, generator=generator).view(-1, b, d).to(dtype)
+    pilot = ais(model.prior.log_prob, ll, zp, betas, leapfrog_steps=leapfrog_steps,
+                target_accept=target_accept, prior_score=model.prior.score, generator=generator)
+    fwd = ais(model.prior.log_prob, ll, z0, betas, leapfrog_steps=leapfrog_steps, step_sizes=pilot.step_sizes,
+              prior_score=model.prior.score, generator=generator)
     # Reverse transition t targets betas[T - t]; forward used step_sizes[j - 1] at betas[j]. At b = 0,
     # which the forward chain never visits, reuse the step of betas[1].
     rev_steps = torch.cat([fwd.step_sizes.flip(0)[1:], fwd.step_sizes[:1]])
