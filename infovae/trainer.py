@@ -440,13 +440,15 @@ class Trainer:
     def _warn_if_collapsed(self) -> None:
         """Warn once per Trainer when the code is collapsed on validation data at two consecutive epoch
         ends past ``COLLAPSE_MIN_STEPS`` steps (a young encoder also carries almost no information)."""
-        from .collapse import COLLAPSE_MIN_STEPS, CodeCollapseWarning, collapse_message
+        from .collapse import CHECK_EXAMPLES, COLLAPSE_MIN_STEPS, CodeCollapseWarning, collapse_message
 
-        if getattr(self, "_collapse_warned", False) or self.x_valid is None or self.step < COLLAPSE_MIN_STEPS:
+        if (getattr(self, "_collapse_warned", False) or self.x_valid is None or self.step < COLLAPSE_MIN_STEPS
+                or not self._is_writer()):
             return
 
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            msg = collapse_message(self.model, self.x_valid, self.objective.weights, seed=self.spec.trainer.seed + 3)
+            x = rows(self.x_valid, 0, CHECK_EXAMPLES).to(self.device)
+            msg = collapse_message(self.model, x, self.objective.weights, seed=self.spec.trainer.seed + 3)
         self.model.train()
         self._collapsed_epochs = getattr(self, "_collapsed_epochs", 0) + 1 if msg is not None else 0
         if self._collapsed_epochs >= 2:

@@ -12,6 +12,14 @@ SPLIT_SEED = Option("split_seed", int, 0, "seed of the fixed split of the exampl
 OPTIONS = {
     "nll": [
         Option("num_samples", int, None, "importance samples K per example (default: 1000 for dim z <= 10, else 5000)", minimum=1),
+        Option("estimator", str, "is", "is: importance sampling; ais: annealed importance sampling p(z) -> p(z|x) with HMC", choices=("is", "ais")),
+        Option("proposal", str, "encoder", "IS proposal: q(z|x), or q(z|x) refined per example by ELBO steps", choices=("encoder", "refined")),
+        Option("scale_factor", float, 1.0, "multiply the proposal's scale by this (IS)", greater_than=0.0),
+        Option("prior_weight", float, 0.0, "mix the proposal with the prior p(z) with this weight (IS; defensive mixture)", minimum=0.0, maximum=1.0),
+        Option("refine_steps", int, 50, "Adam steps on the per-example ELBO for proposal=refined", minimum=0),
+        Option("ais_steps", int, 500, "AIS temperatures (sigmoidal schedule)", minimum=1),
+        Option("ais_chains", int, 16, "AIS chains per example", minimum=1),
+        Option("leapfrog_steps", int, 10, "HMC leapfrog steps per AIS temperature", minimum=1),
     ],
     "mutual-information": [
         Option("mi_points", int, None, "data points M of the estimator (default: all; at most log M nats)", minimum=2),
@@ -42,7 +50,7 @@ OPTIONS = {
 }
 
 SUMMARIES = {
-    "nll": "-log p(x) by importance sampling with q(z|x) as proposal (nats, bits/dim, standard error).",
+    "nll": "-log p(x) by importance sampling (q(z|x) or a better proposal) or AIS (nats, bits/dim, standard error).",
     "mutual-information": "I_q(x; z) with q(z) as the mixture of M posteriors (appendix B.2); at most log M nats.",
     "mmd-prior": "MMD^2 between the codes z ~ q(z|x) of the whole split and as many prior draws.",
     "logdet-cov": "log det Cov[z] / dim over z ~ q(z|x) of the split; 0 for N(0, I).",

@@ -31,9 +31,14 @@ class FunctionMetric(Metric):
         return f"FunctionMetric({self.name!r}, {self.options})"
 
 
-def nll(num_samples: Optional[int] = None) -> Metric:
-    """Importance-sampled negative log-likelihood (``infovae.metrics.nll``)."""
-    return FunctionMetric("nll", infovae.metrics.nll, {"num_samples": num_samples})
+def nll(num_samples: Optional[int] = None, estimator: str = "is", proposal: str = "encoder", scale_factor: float = 1.0,
+        prior_weight: float = 0.0, refine_steps: int = 50, ais_steps: int = 500, ais_chains: int = 16,
+        leapfrog_steps: int = 10) -> Metric:
+    """Negative log-likelihood by importance sampling or AIS (``infovae.metrics.nll``)."""
+    return FunctionMetric("nll", infovae.metrics.nll, {
+        "num_samples": num_samples, "estimator": estimator, "proposal": proposal, "scale_factor": scale_factor,
+        "prior_weight": prior_weight, "refine_steps": refine_steps, "ais_steps": ais_steps, "ais_chains": ais_chains,
+        "leapfrog_steps": leapfrog_steps})
 
 
 def mutual_information(mi_points: Optional[int] = None, split_seed: int = 0) -> Metric:
