@@ -437,6 +437,7 @@ class Trainer:
                 out[f"track/{name}/log_M"] = float(res["log_M"])
         return out
 
+    @_aside
     def _warn_if_collapsed(self) -> None:
         """Warn once per Trainer when the code is collapsed on validation data at two consecutive epoch
         ends past ``COLLAPSE_MIN_STEPS`` steps (a young encoder also carries almost no information)."""
