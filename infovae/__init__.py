@@ -50,6 +50,7 @@ _LAZY = {
     "layers": "infovae.layers",
     "InfoVAE": "infovae.model",
     "functional": "infovae.functional",
+    "progress": "infovae.progress",
     "metrics": "infovae.metrics",
     "evaluate_metrics": "infovae.metrics",
     "METRICS": "infovae.metrics",

@@ -238,7 +238,7 @@ class Registry:
                 self.failures.append(failure)
                 warn(
                     f"infovae: plugin {ep.name!r} from {dist} {version} failed to load and was skipped: "
-                    f"{failure.error}. Run 'infovae plugins' for details; set INFOVAE_STRICT_PLUGINS=1 to make this fatal."
+                    f"{failure.error.rstrip('.')}. Run 'infovae plugins' for details; set INFOVAE_STRICT_PLUGINS=1 to make this fatal."
                 )
 
     def register_plugin(

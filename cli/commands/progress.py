@@ -16,6 +16,22 @@ def stderr_console() -> Console:
 
 
 @contextmanager
+def task_progress(description: str, enabled: bool = True):
+    """Yields a callback(done, total) for ``infovae.progress.report_progress_to``: a rich bar on a
+    terminal (samplers report pixels or chain steps), ``None`` elsewhere (pipes and logs stay clean)."""
+    console = stderr_console()
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as prog:
+        task = prog.add_task(description, total=None)
+        yield lambda done, total: prog.update(task, completed=done, total=total)
+
+
+@contextmanager
 def metric_progress(enabled: bool = True):
     """Yields (on_metric(name), on_progress(done, total)) for ``infovae.evaluation.evaluate_run``.
 

@@ -61,8 +61,13 @@ def sample(run, sampler, options, n, fast, split, seed, device, out, as_json):
             raise click.BadParameter(f"data set has no split {split!r}; it has {', '.join(ds.splits)}", param_hint="--split")
         data = infovae.to_model(ds.split(split)[:n], spec.data).to(model.device)
     gen = torch.Generator(device=model.device).manual_seed(seed)
+    from infovae.progress import report_progress_to
+
+    from .progress import task_progress
+
     try:
-        x = sampler_fn(model, n, generator=gen, data=data)
+        with task_progress(f"sampling ({sampler})", enabled=not as_json) as on_progress, report_progress_to(on_progress):
+            x = sampler_fn(model, n, generator=gen, data=data)
     except ValueError as exc:
         raise click.ClickException(f"sampler {sampler!r}: {exc}") from None
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != tuple(spec.data.shape):

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import infovae
+
 from .autoregressive import ShiftedConv2d, ShiftedDeconv2d, TorchOps
 
 
@@ -260,10 +262,12 @@ def sample_naive(decoder, z: torch.Tensor, uniforms: torch.Tensor, rows: Optiona
     """
     c, h, w = decoder.spec.shape
     x = torch.zeros((z.shape[0], c, h, w), dtype=z.dtype, device=z.device)
-    for r in range(h if rows is None else rows):
+    todo = h if rows is None else rows
+    for r in range(todo):
         for col in range(w):
             out = decoder.network(TorchOps, x, z, False)
             x[:, :, r, col] = decoder.sample_pixel(out[:, :, r, col].contiguous(), uniforms[:, :, r, col].contiguous())
+        infovae.progress.advance((r + 1) * w, todo * w)  # pixels done, per finished row
     return x
 
 
@@ -362,6 +366,8 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
             compute()
         r, col = divmod(step, w)
         canvas[:, :, r + mt, col + ml] = pixel(r, col, params[:, :, r + ot, col + ol].contiguous())
+        if col == w - 1:
+            infovae.progress.advance(step + 1, len(steps))  # pixels done, per finished row
     return canvas[:, :, mt : mt + h, ml : ml + w].clone()
 
 

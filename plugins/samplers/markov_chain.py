@@ -50,12 +50,14 @@ class MarkovChainSampler(Sampler):
         else:
             x = noise_like(model, n, generator)
         states = [x]
-        for _ in range(self.steps):
+        for t in range(self.steps):
             q = model.posterior(x)
             eps = torch.randn(q.mean.shape, generator=generator, device=x.device, dtype=q.mean.dtype)
             z = q.mean + q.stddev * eps
-            x = decode(model, z, generator)
+            with infovae.progress.report_progress_to(None):  # the chain reports steps, not the decoder's pixels
+                x = decode(model, z, generator)
             states.append(x)
+            infovae.progress.advance(t + 1, self.steps)
         if self.return_chain:
             return torch.stack(states, dim=1).flatten(0, 1)
         return x
