@@ -218,8 +218,9 @@ def build_report(runs: Sequence, device: str = "auto", seed: int = 0, chain_step
 
 
 def write_report(runs: Sequence, out, **kwargs) -> Path:
+    """Build the report and write it atomically; inside a run directory never through a symlink."""
     from .io import atomic_write_bytes
 
     text = build_report(runs, **kwargs)
-    atomic_write_bytes(out, text.encode("utf-8"))
+    atomic_write_bytes(out, text.encode("utf-8"), root=runs[0] if len(runs) == 1 else None)
     return Path(out)

@@ -43,11 +43,12 @@ STATUS_FILE = "status.json"
 SAMPLES_DIR = "samples"
 EVALUATION_FILE = "evaluation.json"
 FIGURE_FILE = "figure.png"
+REPORT_FILE = "report.html"  # 'infovae report RUN' writes it here by default
 LOCK_FILE = ".infovae.lock"
 LOGGERS_FILE = "loggers.json"  # the optional trackers a run logs to (see infovae.loggers)
 # Files the trainer writes (under the lock); their stale temporary files are removed on the next start.
 TRAINER_FILES = (SPEC_FILE, MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE, STATUS_FILE, LOGGERS_FILE)
-RUN_FILES = TRAINER_FILES + (EVALUATION_FILE, FIGURE_FILE, LOCK_FILE)
+RUN_FILES = TRAINER_FILES + (EVALUATION_FILE, FIGURE_FILE, REPORT_FILE, LOCK_FILE)
 MAX_SEED = 2**63 - 1
 
 

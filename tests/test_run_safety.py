@@ -73,6 +73,8 @@ def test_overwrite_replaces_exactly_the_run_files(tmp_path):
     run = train(tmp_path / "run", 2)
     assert run_cli("sample", run, "-n", 4).exit_code == 0  # samples/ancestral.png is ours too
     assert run_cli("evaluate", run, "--metrics", "kl", "--limit", 16).exit_code == 0
+    assert run_cli("report", run, "--no-samples").exit_code == 0  # RUN/report.html is ours too (make demo re-runs)
+    assert (run / "report.html").exists()
     (run / ".checkpoint.safetensors.abcd1234.tmp").write_bytes(b"stale")
     train(run, 3, "--overwrite")
     names = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))

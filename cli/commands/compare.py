@@ -67,7 +67,7 @@ def compare(runs, metrics, evaluate_missing, options, device, out, markdown, as_
         from infovae.io import atomic_write_bytes
         from infovae.plotting import png_bytes, training_curves
 
-        atomic_write_bytes(out, png_bytes(training_curves(comparison.records)))
+        atomic_write_bytes(out, png_bytes(training_curves(comparison.records)))  # a file the user names, outside any run
     if as_json:
         result = comparison.to_json()
         if out is not None:
