@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from infovae.cli.main import cli
 from infovae.runs import read_status
 
-STEPS = 80
+STEPS = 80  # the uninterrupted reference's length (raised below if a victim ran past it)
+UNBOUNDED = 1_000_000  # victims train "forever": none can finish before its signal, however fast the machine
 ARGS = ["train", "--steps", str(STEPS), "-z", "3", "-o", "encoder.hidden=16", "-o", "decoder.hidden=16", "-r", "mmd=10",
         "--batch-size", "64", "--log-every", "1", "--checkpoint-every", "4", "--quiet"]
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGHUP": signal.SIGHUP, "SIGINT": signal.SIGINT}
@@ -51,19 +52,14 @@ def last_step(run: Path) -> int:
     return 0
 
 
-def spawn(run: Path, steps=STEPS) -> subprocess.Popen:
+def spawn(run: Path, steps=UNBOUNDED) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    args = [a if a != str(STEPS) else str(steps) for a in ARGS]
-    return subprocess.Popen([sys.executable, "-m", "infovae.cli.main", *args, "--out", str(run)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "infovae.cli.main", *args_with_steps(steps), "--out", str(run)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_step(proc, run, step, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while last_step(run) < step:
-        assert proc.poll() is None, f"the process ended early: {proc.returncode} {proc.communicate()}"
-        assert time.monotonic() < deadline, "training did not progress"
-        time.sleep(0.002)
+def args_with_steps(steps: int):
+    return [a if a != str(STEPS) else str(steps) for a in ARGS]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -75,15 +71,23 @@ def test_signals_at_random_steps_resume_bitwise(tmp_path):
     targets = {name: rng.randint(5, 30) for name in SIGNALS}
     procs = {name: spawn(tmp_path / name) for name in SIGNALS}
     try:
-        # The reference, uninterrupted, in this process while the others start.
-        assert invoke(*ARGS, "--out", tmp_path / "ref").exit_code == 0
-        ref = load_file(str(tmp_path / "ref" / "model.safetensors"))
+        # Every victim is watched at once and hit as soon as its metrics reach its step (the
+        # SIGKILL victim is frozen with SIGSTOP first, holding its lock); nothing else runs in this
+        # process meanwhile, so no victim races ahead while the test is busy.
+        pending = dict(targets)
+        deadline = time.monotonic() + 180
+        while pending:
+            for name in list(pending):
+                assert procs[name].poll() is None, f"{name}: the process ended early: {procs[name].returncode} {procs[name].communicate()}"
+                if last_step(tmp_path / name) >= pending[name]:
+                    procs[name].send_signal(signal.SIGSTOP if name == "SIGKILL" else SIGNALS[name])
+                    del pending[name]
+            assert time.monotonic() < deadline, f"training did not progress: {pending}"
+            time.sleep(0.002)
 
-        # The SIGKILL victim is frozen (SIGSTOP) while it holds its lock: a second writer is
-        # refused naming its pid, readers still work. Then kill -9.
+        # The frozen SIGKILL victim holds its lock: a second writer is refused naming its pid,
+        # readers still work. Then kill -9.
         held, holder = tmp_path / "SIGKILL", procs["SIGKILL"]
-        wait_for_step(holder, held, targets["SIGKILL"])
-        holder.send_signal(signal.SIGSTOP)
         for args in (["train", "--resume", held, "--steps", STEPS], ["train", *ARGS[1:], "--out", held, "--overwrite"]):
             res = invoke(*args)
             assert res.exit_code != 0 and f"pid {holder.pid}" in res.output and len(res.output.strip().splitlines()) == 1, res.output
@@ -91,10 +95,7 @@ def test_signals_at_random_steps_resume_bitwise(tmp_path):
         assert invoke("sample", held, "-n", 4, "--out", tmp_path / "s.png").exit_code == 0
         holder.send_signal(signal.SIGKILL)
 
-        for name, sig in SIGNALS.items():
-            if sig != signal.SIGKILL:
-                wait_for_step(procs[name], tmp_path / name, targets[name])
-                procs[name].send_signal(sig)
+        reached = {}
         for name, sig in SIGNALS.items():
             out, err = procs[name].communicate(timeout=120)
             run = tmp_path / name
@@ -107,15 +108,23 @@ def test_signals_at_random_steps_resume_bitwise(tmp_path):
                 assert status["status"] == "interrupted" and status["step"] >= targets[name], status
                 with safe_open(str(run / "checkpoint.safetensors"), framework="pt") as fh:
                     assert int(fh.metadata()["step"]) == status["step"]
+            reached[name] = status["step"]
+
+        # The uninterrupted reference, long enough that every victim still has steps to go.
+        total = max(STEPS, max(reached.values()) + 8)
+        assert invoke(*args_with_steps(total), "--out", tmp_path / "ref").exit_code == 0
+        ref = load_file(str(tmp_path / "ref" / "model.safetensors"))
+        for name in SIGNALS:
+            run = tmp_path / name
             # The kill -9 victim resumes at once: the kernel dropped its lock.
-            res = invoke("train", "--resume", run)
+            res = invoke("train", "--resume", run, "--steps", total)
             assert res.exit_code == 0, (name, res.output)
             assert read_status(run)["status"] == "complete"
             got = load_file(str(run / "model.safetensors"))
             assert got.keys() == ref.keys()
             assert all(torch.equal(got[k], ref[k]) for k in ref), f"{name}: resumed weights differ from the uninterrupted run"
             steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-            assert steps == list(range(1, STEPS + 1)), name
+            assert steps == list(range(1, total + 1)), name
             assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     finally:
         for p in procs.values():
