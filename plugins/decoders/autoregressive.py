@@ -3,9 +3,13 @@
 A network is written once, as a method ``network(ops, x, z, dropout)`` that builds
 its output from four primitives of an ``ops`` object:
 
-- ``ops.conv(module, x, pre=None, post=None, extras=(), channels=None)``: a shifted
-  convolution (``ShiftedConv2d``) or 1x1 layer of ``pre(x)``, followed by
-  ``post(y, *extras)`` where ``extras`` are maps read at the output positions;
+- ``ops.conv(module, x, pre=None, post=None, extras=(), channels=None, side=None, bias=None)``:
+  a shifted convolution (``ShiftedConv2d``) or 1x1 layer of ``pre(x)``, plus (``side`` =
+  (nin, inputs, side_pre)) ``nin(side_pre(cat(inputs)))`` with ``nin`` a 1x1 layer and the
+  inputs read at the output positions, plus (``bias``, (B, Cout, 1, 1)) a per-example
+  bias, followed by ``post(y, *extras)`` where ``extras`` are maps read at the output
+  positions. Spelling the short-cut and the per-example bias out (rather than inside
+  ``post``) lets the fast sampler fold them into its matrix products;
 - ``ops.deconv(...)``: the same for a ``ShiftedDeconv2d``;
 - ``ops.shift(x, down=0, right=0, post=None, extras=(), channels=None)``;
 - ``ops.pointwise(fn, *inputs, channels)``: ``fn`` acts position by position.
@@ -113,6 +117,36 @@ def sigmoid_gate(x: torch.Tensor) -> torch.Tensor:
     return a * torch.sigmoid(b)
 
 
+class _GatedResidual(torch.autograd.Function):
+    """skip + a * sigmoid(b) for y = [a, b] in one pass; saves a and sigmoid(b) (as autograd would) and
+    writes both halves of dy into one (B, 2F, ...) gradient instead of concatenating them."""
+
+    @staticmethod
+    def forward(ctx, y, skip):
+        f = y.shape[1] // 2
+        a, s = y[:, :f], torch.sigmoid(y[:, f:])
+        ctx.save_for_backward(a, s)
+        return torch.addcmul(skip, a, s)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, s = ctx.saved_tensors
+        f = a.shape[1]
+        gy = g.new_empty((g.shape[0], 2 * f, *g.shape[2:]))
+        torch.mul(g, s, out=gy[:, :f])
+        # d/db a * sigmoid(b) = a * s * (1 - s) = a * (s - s^2)
+        torch.mul(g, a, out=gy[:, f:]).mul_(torch.addcmul(s, s, s, value=-1.0))
+        return gy, g
+
+
+def gated_residual(y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """skip + a * sigmoid(b) for y = [a, b] along channels: (B, 2F, ...), (B, F, ...) -> (B, F, ...)."""
+    if torch.is_grad_enabled() and (y.requires_grad or skip.requires_grad):
+        return _GatedResidual.apply(y, skip)
+    f = y.shape[1] // 2
+    return torch.addcmul(skip, y[:, :f], torch.sigmoid(y[:, f:]))
+
+
 class ShiftedConv2d(nn.Module):
     """Convolution whose output at (r, c) sees only rows <= r of its input.
 
@@ -205,11 +239,23 @@ class TorchOps:
 
     @staticmethod
     def conv(module: nn.Module, x: torch.Tensor, pre: Optional[Callable] = None, post: Optional[Callable] = None,
-             extras: Sequence[torch.Tensor] = (), channels: Optional[int] = None) -> torch.Tensor:
+             extras: Sequence[torch.Tensor] = (), channels: Optional[int] = None,
+             side: Optional[Tuple[nn.Module, Sequence[torch.Tensor], Optional[Callable]]] = None,
+             bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         y = module(pre(x) if pre is not None else x)
+        if side is not None:
+            nin, inputs, side_pre = side
+            a = torch.cat(tuple(inputs), dim=1) if len(inputs) > 1 else inputs[0]
+            y = y + nin(side_pre(a) if side_pre is not None else a)
+        if bias is not None:
+            y = y + bias
         return post(y, *extras) if post is not None else y
 
-    deconv = conv
+    @staticmethod
+    def deconv(module: nn.Module, x: torch.Tensor, pre: Optional[Callable] = None, post: Optional[Callable] = None,
+               extras: Sequence[torch.Tensor] = (), channels: Optional[int] = None) -> torch.Tensor:
+        y = module(pre(x) if pre is not None else x)
+        return post(y, *extras) if post is not None else y
 
     @staticmethod
     def shift(x: torch.Tensor, down: int = 0, right: int = 0, post: Optional[Callable] = None,

@@ -29,6 +29,7 @@ benchmark reports the agreement of float32 samples (``compare_samplers`` too).
 from __future__ import annotations
 
 import functools
+import gc
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -39,7 +40,7 @@ from torch import nn
 
 import infovae
 
-from .autoregressive import ShiftedConv2d, ShiftedDeconv2d, TorchOps
+from .autoregressive import ShiftedConv2d, ShiftedDeconv2d, TorchOps, concat_elu
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,6 +61,18 @@ class Node:
     pre: Optional[Callable] = None
     post: Optional[Callable] = None
     fn: Optional[Callable] = None
+    side_count: int = 0  # the last side_count inputs are the short-cut's (conv nodes)
+    side_module: Optional[nn.Module] = None
+    side_pre: Optional[Callable] = None
+    bias: Optional[torch.Tensor] = None  # (B, Cout, 1, 1) per-example bias (conv nodes)
+
+    @property
+    def extras(self) -> Tuple[int, ...]:
+        return self.inputs[1 : len(self.inputs) - self.side_count]
+
+    @property
+    def side_inputs(self) -> Tuple[int, ...]:
+        return self.inputs[len(self.inputs) - self.side_count :]
 
     def signature(self) -> tuple:
         return (self.kind, self.inputs, self.size, self.geom)
@@ -101,13 +114,20 @@ class GraphOps:
         self.nodes.append(node)
         return Handle(len(self.nodes) - 1, node.channels, node.size)
 
-    def conv(self, module, x: Handle, pre=None, post=None, extras: Sequence[Handle] = (), channels=None) -> Handle:
+    def conv(self, module, x: Handle, pre=None, post=None, extras: Sequence[Handle] = (), channels=None,
+             side=None, bias=None) -> Handle:
         geom, core = _conv_geometry(module)
         kh, kw, s, pl, pr, pt, pb = geom
         h, w = x.size
         size = ((h + pt + pb - kh) // s + 1, (w + pl + pr - kw) // s + 1)
-        node = Node("conv", (x.index, *(e.index for e in extras)), channels or module.out_channels, size, geom, core, pre, post)
-        return self._add(node, extras)
+        side_module, side_inputs, side_pre = side if side is not None else (None, (), None)
+        if side_module is not None and not (isinstance(side_module, nn.Conv2d) and side_module.kernel_size == (1, 1)
+                                            and side_module.stride == (1, 1) and side_module.padding == (0, 0)):
+            raise TypeError(f"ops.conv's side inputs go through a 1x1 nn.Conv2d, got {side_module!r}")
+        node = Node("conv", (x.index, *(e.index for e in extras), *(i.index for i in side_inputs)),
+                    channels or module.out_channels, size, geom, core, pre, post, side_count=len(side_inputs),
+                    side_module=side_module, side_pre=side_pre, bias=bias)
+        return self._add(node, (*extras, *side_inputs))
 
     def deconv(self, module, x: Handle, pre=None, post=None, extras: Sequence[Handle] = (), channels=None) -> Handle:
         if not isinstance(module, ShiftedDeconv2d):
@@ -210,6 +230,7 @@ class Schedule:
     steps: Tuple[Tuple[Tuple[int, int, int, int, int], ...], ...]  # step -> ((node, r0, r1, c0, c1), ...)
     margins: Tuple[Tuple[int, int, int, int], ...]  # node -> (top, bottom, left, right) zero margin
     live: Tuple[bool, ...]
+    output: int
 
 
 @functools.lru_cache(maxsize=32)
@@ -248,7 +269,7 @@ def schedule(sig: Tuple[tuple, ...], output: int) -> Schedule:
         for r0, r1, c0, c1, step in _rectangles(maps[i]):
             if step < steps_total:  # later positions depend on the last pixel: never needed
                 per_step[step].append((i, r0, r1, c0, c1))
-    return Schedule(tuple(tuple(s) for s in per_step), tuple(tuple(m) for m in margins), tuple(live))
+    return Schedule(tuple(tuple(s) for s in per_step), tuple(tuple(m) for m in margins), tuple(live), output)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,70 +292,241 @@ def sample_naive(decoder, z: torch.Tensor, uniforms: torch.Tensor, rows: Optiona
     return x
 
 
-def _single_position(core: Callable) -> Callable:
-    """``core`` (a convolution over a window that yields one output position) as a matrix product."""
-    module = core.__self__ if hasattr(core, "__self__") else core
-    weight = module.weight.reshape(module.weight.shape[0], -1)
-    bias = module.bias
+def _pre_writer(pre: Callable) -> Callable[[torch.Tensor, torch.Tensor], Callable[[torch.Tensor], None]]:
+    """``prepare(out)`` for a (B, C', h, w) view of a pre-activation cache returns ``write(x)``, which
+    writes pre(x) there in place (no temporaries for the known activations)."""
+    if pre is concat_elu:
+        def prepare(out: torch.Tensor) -> Callable[[torch.Tensor], None]:
+            b, c2, hh, ww = out.shape
+            sb, sc, sh, sw = out.stride()
+            c = c2 // 2
+            halves = out.as_strided((b, 2, c, hh, ww), (sb, c * sc, sc, sh, sw), out.storage_offset())
+            signs = out.new_tensor([1.0, -1.0]).reshape(2, 1, 1, 1)
 
-    def linear(window: torch.Tensor) -> torch.Tensor:
-        return F.linear(window.reshape(window.shape[0], -1), weight, bias)[:, :, None, None]
+            def write(x: torch.Tensor) -> None:  # [elu(x), elu(-x)]: one product with the signs, one elu
+                torch.mul(x.unsqueeze(1), signs, out=halves)
+                F.elu_(halves)
 
-    return linear
+            return write
+        return prepare
+    if pre is F.elu:
+        return lambda out: (lambda x: torch._C._nn.elu(x, out=out))
+    if pre is F.relu:
+        return lambda out: (lambda x: torch.clamp(x, min=0, out=out))
+    return lambda out: (lambda x: out.copy_(pre(x)))
 
 
-def _step_function(index: int, node: Node, rect, bufs, margins, single: Dict[int, Callable]) -> Callable[[], None]:
-    """A closure computing node ``index`` on output rectangle ``rect`` into its cache.
+_SPLITTABLE = (concat_elu, F.elu, F.relu)  # side pre-activations whose 1x1 layer splits over the inputs
 
-    ``single`` caches the one-position (matrix product) form of each conv node."""
+
+def _side_weights(node: Node, channels: Sequence[int]) -> List[torch.Tensor]:
+    """The side 1x1 layer's weight (Cout, S') as one (S'_j, Cout) matrix per side input j, acting on
+    that input's (pre-activated) cache row: nin(pre(cat(inputs))) = sum_j cache_j @ W_j.
+    concat_elu(cat(a_1..a_n)) orders channels [a_1..a_n, -a_1..-a_n] while each cache holds [a_j, -a_j]."""
+    weight = node.side_module.weight.detach().flatten(1)
+    total, out, off = sum(channels), [], 0
+    for c in channels:
+        if node.side_pre is concat_elu:
+            w = torch.cat((weight[:, off : off + c], weight[:, total + off : total + off + c]), dim=1)
+        else:
+            w = weight[:, off : off + c]
+        out.append(w.t().contiguous())
+        off += c
+    return out
+
+
+def _row_weights(core: Callable) -> Tuple[List[torch.Tensor], Optional[torch.Tensor]]:
+    """A convolution's weight (Cout, Cin, kh, kw) as kh matrices (kw * Cin, Cout) whose rows follow the
+    (column, channel) order of a channels-last window row, and its bias. ``core``: the module or its
+    bound ``core`` method."""
+    module = getattr(core, "__self__", core)
+    weight = module.weight.detach()
+    return [weight[:, :, i].permute(0, 2, 1).reshape(weight.shape[0], -1).t().contiguous()
+            for i in range(weight.shape[2])], (None if module.bias is None else module.bias.detach())
+
+
+class _Caches:
+    """Every live node's outputs so far, stored channels-last as (B, H + margins, W + margins, C) and seen
+    by the network's callables as (B, C, h, w) views; plus, for every (node, pre-activation) pair read by
+    a convolution, a cache of the pre-activated outputs, written when the node's positions are (``pre``
+    maps 0 to 0, so the zero margins stay right). Windows are then read without copies or recomputation,
+    and every view is made by one ``as_strided`` call (building the step closures is per-pixel work too)."""
+
+    def __init__(self, nodes: List[Node], plan: Schedule, batch: int, like: torch.Tensor):
+        self.margins = plan.margins
+        self.stores: List[Optional[torch.Tensor]] = []
+        for node, (mt, mb, ml, mr), live in zip(nodes, plan.margins, plan.live):
+            hh, ww = node.size
+            self.stores.append(like.new_zeros((batch, hh + mt + mb, ww + ml + mr, node.channels)) if live else None)
+        self.pre: Dict[Tuple[int, Callable], torch.Tensor] = {}
+        self.pre_users: Dict[int, List[Tuple[Callable, Callable]]] = {}  # node -> [(pre, its writer)]
+        # raw outputs are needed unless a node is read only as a convolution's input through its ``pre``
+        self.raw_needed = [i == 0 or i == plan.output for i in range(len(nodes))]
+        for node, live in zip(nodes, plan.live):
+            if live:
+                through_pre = node.kind == "conv" and node.pre is not None
+                for j, i in enumerate(node.inputs):
+                    if not (j == 0 and through_pre):
+                        self.raw_needed[i] = True
+        wanted = []
+        for node, live in zip(nodes, plan.live):
+            if live and node.kind == "conv":
+                if node.pre is not None:
+                    wanted.append((node.inputs[0], node.pre))
+                if node.side_pre is not None and node.side_pre in _SPLITTABLE:
+                    wanted += [(i, node.side_pre) for i in node.side_inputs]
+        for src, pre in wanted:
+            if (src, pre) not in self.pre:
+                probe = pre(like.new_zeros((1, nodes[src].channels, 1, 1)))
+                b, hh, ww, _ = self.stores[src].shape
+                self.pre[src, pre] = like.new_zeros((b, hh, ww, probe.shape[1]))
+                self.pre_users.setdefault(src, []).append((pre, _pre_writer(pre)))
+
+    def store(self, i: int, pre: Optional[Callable] = None) -> torch.Tensor:
+        return self.stores[i] if pre is None else self.pre[i, pre]
+
+    def at(self, i: int, r0: int, r1: int, c0: int, c1: int, pre: Optional[Callable] = None) -> torch.Tensor:
+        """(B, C, r1 - r0, c1 - c0) view of node i's cache (its pre-activated one with ``pre``); rows and
+        columns in output coordinates, negative ones reaching into the zero margins."""
+        t, _, l, _ = self.margins[i]
+        buf = self.store(i, pre)
+        b, _, ww, ch = buf.shape
+        return buf.as_strided((b, ch, r1 - r0, c1 - c0), (buf.stride(0), 1, ww * ch, ch), ((r0 + t) * ww + c0 + l) * ch)
+
+    def windows(self, i: int, r: int, c0: int, n: int, k: int, stride: int, pre: Optional[Callable] = None) -> torch.Tensor:
+        """(B, n, k * C) overlapping view: entry j is the row segment of k columns from c0 + j * stride."""
+        t, _, l, _ = self.margins[i]
+        buf = self.store(i, pre)
+        b, _, ww, ch = buf.shape
+        return buf.as_strided((b, n, k * ch), (buf.stride(0), stride * ch, 1), ((r + t) * ww + c0 + l) * ch)
+
+    def row(self, i: int, r: int, c0: int, c1: int, pre: Optional[Callable] = None) -> torch.Tensor:
+        """(B, (c1 - c0) * C) view of one cache row segment, (column, channel) order."""
+        t, _, l, _ = self.margins[i]
+        buf = self.store(i, pre)
+        b, _, ww, ch = buf.shape
+        return buf.as_strided((b, (c1 - c0) * ch), (buf.stride(0), 1), ((r + t) * ww + c0 + l) * ch)
+
+
+def _conv_matrices(node: Node, caches: "_Caches", per_node: dict, index: int):
+    """A conv node's kh row matrices, its side matrices and its total bias ((Cout,) or per example (B, Cout):
+    the layer's, the side layer's and ``node.bias`` summed), made once per node."""
+    if index not in per_node:
+        rows_w, bias = _row_weights(node.module)
+        side_w = _side_weights(node, [caches.stores[i].shape[3] for i in node.side_inputs]) if node.side_module is not None else []
+        for extra in ((node.side_module.bias,) if node.side_module is not None else ()) + (node.bias,):
+            if extra is not None:
+                extra = extra.detach().reshape(-1, rows_w[0].shape[1]).squeeze(0)
+                bias = extra if bias is None else bias + extra
+        per_node[index] = (rows_w, side_w, bias)
+    return per_node[index]
+
+
+def _step_function(index: int, node: Node, rect, caches: _Caches, per_node: Dict[int, tuple]) -> Callable[[], None]:
+    """A closure computing node ``index`` on output rectangle ``rect`` into its cache (and the node's
+    pre-activated caches). ``per_node`` keeps what a node's closures share (weights, scratch)."""
     r0, r1, c0, c1 = rect
-    out = bufs[index]
-    mt, _, ml, _ = margins[index]
-    target = out[:, :, r0 + mt : r1 + mt, c0 + ml : c1 + ml]
-
-    def at_rect(i: int) -> torch.Tensor:
-        t, _, l, _ = margins[i]
-        return bufs[i][:, :, r0 + t : r1 + t, c0 + l : c1 + l]
-
-    extras = [at_rect(i) for i in node.inputs[1:]]
+    writers = [prepare(caches.at(index, r0, r1, c0, c1, pre)) for pre, prepare in caches.pre_users.get(index, ())]
+    target = caches.at(index, r0, r1, c0, c1) if caches.raw_needed[index] else None
+    if target is None and len(writers) == 1:
+        put = writers[0]
+    else:
+        def put(y: torch.Tensor) -> None:
+            if target is not None:
+                target.copy_(y)
+            for write in writers:
+                write(y)
+    extras = [caches.at(i, r0, r1, c0, c1) for i in (node.extras if node.kind == "conv" else node.inputs[1:])]
     post = node.post
     if node.kind == "pointwise":
-        fn, ins = node.fn, [at_rect(i) for i in node.inputs]
-        return lambda: target.copy_(fn(*ins))
+        fn, ins = node.fn, [caches.at(i, r0, r1, c0, c1) for i in node.inputs]
+        return lambda: put(fn(*ins))
     src = node.inputs[0]
-    t, _, l, _ = margins[src]
     if node.kind == "conv":
         kh, kw, s, pl, _pr, pt, _pb = node.geom
-        window = bufs[src][:, :, r0 * s - pt + t : (r1 - 1) * s - pt + kh + t, c0 * s - pl + l : (c1 - 1) * s - pl + kw + l]
-        core, pre = node.module, node.pre
-        if (r1 - r0, c1 - c0) == (1, 1):  # one position: a matrix product is much cheaper than a conv call
-            if index not in single:
-                single[index] = _single_position(core)
-            core = single[index]
-        if pre is None and post is None:
-            return lambda: target.copy_(core(window))
-        if post is None:
-            return lambda: target.copy_(core(pre(window)))
-        if pre is None:
-            return lambda: target.copy_(post(core(window), *extras))
-        return lambda: target.copy_(post(core(pre(window)), *extras))
+        splittable = node.side_module is None or node.side_pre is None or node.side_pre in _SPLITTABLE
+        if (r1 - r0, c1 - c0) == (1, 1) and splittable:  # one position: matrix products straight from cache rows
+            rows_w, side_w, bias = _conv_matrices(node, caches, per_node, index)
+            if ("scratch", index) not in per_node:
+                scratch = caches.stores[src].new_empty((caches.stores[src].shape[0], rows_w[0].shape[1]))
+                per_node["scratch", index] = (scratch, scratch[:, :, None, None])
+            scratch, y = per_node["scratch", index]
+            pairs = [(caches.row(src, r0 * s - pt + i, c0 * s - pl, c0 * s - pl + kw, node.pre), m)
+                     for i, m in enumerate(rows_w)]
+            pairs += [(caches.row(i, r0, c0, c0 + 1, node.side_pre), m) for i, m in zip(node.side_inputs, side_w)]
+            (a0, m0), rest = pairs[0], pairs[1:]
+            if bias is None:
+                def product() -> torch.Tensor:
+                    torch.mm(a0, m0, out=scratch)
+                    for a, m in rest:
+                        scratch.addmm_(a, m)
+                    return y
+            else:
+                def product() -> torch.Tensor:
+                    torch.addmm(bias, a0, m0, out=scratch)
+                    for a, m in rest:
+                        scratch.addmm_(a, m)
+                    return y
+            if post is None:
+                return lambda: put(product())
+            return lambda: put(post(product(), *extras))
+        if r1 - r0 == 1 and splittable:  # one row of n positions: overlapping-window views, batched products
+            rows_w, side_w, bias = _conv_matrices(node, caches, per_node, index)
+            n = c1 - c0
+            pairs = [(caches.windows(src, r0 * s - pt + i, c0 * s - pl, n, kw, s, node.pre), m) for i, m in enumerate(rows_w)]
+            pairs += [(caches.windows(i, r0, c0, n, 1, 1, node.side_pre), m) for i, m in zip(node.side_inputs, side_w)]
+
+            def products() -> torch.Tensor:
+                acc = torch.matmul(pairs[0][0], pairs[0][1])  # (B, n, Cout)
+                for a, m in pairs[1:]:
+                    acc.add_(torch.matmul(a, m))
+                if bias is not None:
+                    acc.add_(bias[:, None] if bias.dim() == 2 else bias)
+                return acc.permute(0, 2, 1)[:, :, None, :]
+
+            if post is None:
+                return lambda: put(products())
+            return lambda: put(post(products(), *extras))
+        window = caches.at(src, r0 * s - pt, (r1 - 1) * s - pt + kh, c0 * s - pl, (c1 - 1) * s - pl + kw, node.pre)
+        side = None
+        if node.side_module is not None:
+            side = (node.side_module, [caches.at(i, r0, r1, c0, c1) for i in node.side_inputs], node.side_pre)
+        core = node.module
+        return lambda: put(TorchOps.conv(core, window, None, post, extras, side=side, bias=node.bias))
     if node.kind == "deconv":
         kh, kw, s, cl = node.geom
-        h, w = bufs[src].shape[-2] - t - margins[src][1], bufs[src].shape[-1] - l - margins[src][3]
+        mt, mb, ml, mr = caches.margins[src]
+        h, w = caches.stores[src].shape[1] - mt - mb, caches.stores[src].shape[2] - ml - mr
         i0, i1 = max(0, -((kh - 1 - r0) // s)), min(h, (r1 - 1) // s + 1)
         j0, j1 = max(0, -((kw - 1 - c0 - cl) // s)), min(w, (c1 - 1 + cl) // s + 1)
-        window = bufs[src][:, :, i0 + t : i1 + t, j0 + l : j1 + l]
+        window = caches.at(src, i0, i1, j0, j1)
         rr, cc = r0 - s * i0, c0 + cl - s * j0
         core = node.module
+        if (i1 - i0, j1 - j0) == (1, 1):  # one input position: the kernel times it, cropped; one product
+            if index not in per_node:
+                module = core.__self__ if hasattr(core, "__self__") else core
+                wd = module.weight.detach()  # (Cin, Cout, kh, kw)
+                bias_full = None if module.bias is None else module.bias.detach().repeat_interleave(kh * kw)
+                per_node[index] = (wd.reshape(wd.shape[0], -1), bias_full, (wd.shape[1], kh, kw))
+            wd, bias_full, shape = per_node[index]
+            x_row = caches.row(src, i0, j0, j0 + 1)
+
+            def single() -> torch.Tensor:
+                y = torch.mm(x_row, wd) if bias_full is None else torch.addmm(bias_full, x_row, wd)
+                return y.view(y.shape[0], *shape)[:, :, rr : rr + r1 - r0, cc : cc + c1 - c0]
+
+            if post is None:
+                return lambda: put(single())
+            return lambda: put(post(single(), *extras))
         if post is None:
-            return lambda: target.copy_(core(window)[:, :, rr : rr + r1 - r0, cc : cc + c1 - c0])
-        return lambda: target.copy_(post(core(window)[:, :, rr : rr + r1 - r0, cc : cc + c1 - c0], *extras))
+            return lambda: put(core(window)[:, :, rr : rr + r1 - r0, cc : cc + c1 - c0])
+        return lambda: put(post(core(window)[:, :, rr : rr + r1 - r0, cc : cc + c1 - c0], *extras))
     if node.kind == "shift":
         down, right = node.geom
-        window = bufs[src][:, :, r0 - down + t : r1 - down + t, c0 - right + l : c1 - right + l]
+        window = caches.at(src, r0 - down, r1 - down, c0 - right, c1 - right)
         if post is None:
-            return lambda: target.copy_(window)
-        return lambda: target.copy_(post(window, *extras))
+            return lambda: put(window)
+        return lambda: put(post(window, *extras))
     raise RuntimeError(f"unknown node kind {node.kind!r}")
 
 
@@ -350,30 +542,36 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
     c, h, w = decoder.spec.shape
     nodes, output = record(decoder, z)
     plan = schedule(tuple(n.signature() for n in nodes), output)
-    b = z.shape[0]
-    bufs: List[Optional[torch.Tensor]] = []
-    for node, (mt, mb, ml, mr), live in zip(nodes, plan.margins, plan.live):
-        hh, ww = node.size
-        bufs.append(z.new_zeros((b, node.channels, hh + mt + mb, ww + ml + mr)) if live else None)
-    todo_steps = plan.steps if rows is None else plan.steps[: rows * w]
-    single: Dict[int, Callable] = {}
-    steps = [[_step_function(i, nodes[i], rect, bufs, plan.margins, single) for i, *rect in entries] for entries in todo_steps]
-    mt, _, ml, _ = plan.margins[0]
-    ot, _, ol, _ = plan.margins[output]
-    canvas, params = bufs[0], bufs[output]
-    for step, todo in enumerate(steps):
-        for compute in todo:
-            compute()
-        r, col = divmod(step, w)
-        canvas[:, :, r + mt, col + ml] = pixel(r, col, params[:, :, r + ot, col + ol].contiguous())
-        if col == w - 1:
-            infovae.progress.advance(step + 1, len(steps))  # pixels done, per finished row
-    return canvas[:, :, mt : mt + h, ml : ml + w].clone()
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of closures and views: cyclic collection passes would walk them all
+    try:
+        caches = _Caches(nodes, plan, z.shape[0], z)
+        todo_steps = plan.steps if rows is None else plan.steps[: rows * w]
+        per_node: Dict[int, tuple] = {}
+        steps = [[_step_function(i, nodes[i], rect, caches, per_node) for i, *rect in entries] for entries in todo_steps]
+        canvas = caches.at(0, 0, h, 0, w)
+        canvas_users = caches.pre_users.get(0, ())
+        for step, todo in enumerate(steps):
+            for compute in todo:
+                compute()
+            r, col = divmod(step, w)
+            value = pixel(r, col, caches.row(output, r, col, col + 1).clone())
+            caches.row(0, r, col, col + 1).copy_(value)
+            for pre, prepare in canvas_users:  # a convolution reading x itself through a pre-activation
+                prepare(caches.at(0, r, r + 1, col, col + 1, pre))(value[:, :, None, None])
+            if col == w - 1:
+                infovae.progress.advance(step + 1, len(steps))  # pixels done, per finished row
+        return canvas.contiguous()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def sample_fast(decoder, z: torch.Tensor, uniforms: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
     """The cached sampler. Same arguments and result as ``sample_naive``."""
-    return run_fast(decoder, z, lambda r, c, params: decoder.sample_pixel(params, uniforms[:, :, r, c].contiguous()), rows)
+    _, h, w = decoder.spec.shape
+    per_pixel = uniforms.permute(2, 3, 0, 1).reshape(h * w, *uniforms.shape[:2])  # (H * W, B, U), contiguous rows
+    return run_fast(decoder, z, lambda r, c, params: decoder.sample_pixel(params, per_pixel[r * w + c]), rows)
 
 
 def fast_outputs(decoder, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,10 @@ from torch import nn
 
 from infovae import CapabilityError, DataSpec, PluginOptionError
 from infovae.functional.logistic import (
+    MAX_LOG_SCALE,
+    MIN_LOG_SCALE,
     discretized_logistic_mixture_log_prob,
     logistic_mixture_params,
-    sample_discretized_logistic_mixture,
 )
 
 from .autoregressive import (
@@ -44,7 +45,7 @@ from .autoregressive import (
     ShiftedDeconv2d,
     concat_elu,
     fast_dropout,
-    sigmoid_gate,
+    gated_residual,
     with_ones,
 )
 
@@ -73,19 +74,10 @@ class GatedResnet(nn.Module):
         """Add the block to the network being built by ``ops``: x plus the gated residual."""
         hz = self.cond(z)[:, :, None, None]
         p = self.dropout if dropout else 0.0
-        shortcut = self.shortcut
-
-        def post1(c1: torch.Tensor, *a: torch.Tensor) -> torch.Tensor:
-            if a:
-                c1 = c1 + shortcut(concat_elu(torch.cat(a, dim=1) if len(a) > 1 else a[0]))
-            c1 = concat_elu(c1)
-            return fast_dropout(c1, p) if p > 0 else c1
-
-        def post2(c2: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-            return skip + sigmoid_gate(c2 + hz)
-
-        h = ops.conv(self.conv1, x, pre=concat_elu, post=post1, extras=tuple(shortcuts), channels=2 * self.filters)
-        return ops.conv(self.conv2, h, post=post2, extras=(x,), channels=self.filters)
+        side = (self.shortcut, tuple(shortcuts), concat_elu) if shortcuts else None
+        pre2 = (lambda t: fast_dropout(concat_elu(t), p)) if p > 0 else concat_elu
+        h = ops.conv(self.conv1, x, pre=concat_elu, side=side, channels=self.filters)
+        return ops.conv(self.conv2, h, pre=pre2, post=gated_residual, extras=(x,), bias=hz, channels=self.filters)
 
 
 class PixelCNNpp(AutoregressiveDecoder):
@@ -181,5 +173,35 @@ class PixelCNNpp(AutoregressiveDecoder):
         return discretized_logistic_mixture_log_prob(x, lp, mu, ls, co, reduction="none")
 
     def sample_pixel(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        lp, mu, ls, co = logistic_mixture_params(params[:, :, None, None], self.spec.channels, self.nr_logistic_mix)
-        return sample_discretized_logistic_mixture(lp, mu, ls, co, uniforms=uniforms[:, :, None, None])[:, :, 0, 0]
+        """One pixel of every image: params (B, P), uniforms (B, 1 + C) -> (B, C) values.
+
+        The same draw as ``sample_discretized_logistic_mixture`` (component by inverting the
+        cdf of the mixture weights with uniform 0, then y = mean + scale * logit(u) per channel,
+        rounded to the nearest level and clipped, channels in order with the quantized earlier
+        channels in the means), written on (B, P) rows: only the chosen component's parameters
+        are gathered, a few dozen small operations per pixel instead of the general 5-d path.
+        """
+        k, c = self.nr_logistic_mix, self.spec.channels
+        b = params.shape[0]
+        dtype = torch.float64 if params.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=params.device.type, enabled=False):
+            params, u = params.to(dtype), uniforms.to(dtype)
+            cdf = torch.cumsum(torch.softmax(params[:, :k], dim=1), dim=1)  # (B, K)
+            comp = (cdf < u[:, :1]).sum(dim=1).clamp_(max=k - 1)  # (B,)
+            blocks, per = (3, 3) if c == 3 else (2, c)
+            chosen = params[:, k:].reshape(b, blocks, k, per)[torch.arange(b, device=params.device), :, comp]  # (B, blocks, per)
+            mu = chosen[:, 0]
+            y = torch.logit(u[:, 1:]).mul_(chosen[:, 1].clamp(MIN_LOG_SCALE, MAX_LOG_SCALE).exp_())  # scale * logit(u)
+            if c == 1:
+                return torch.round((mu + y + 1.0) * 127.5).clamp_(0.0, 255.0).div_(127.5).sub_(1.0)
+            co = torch.tanh(chosen[:, 2])
+            out = torch.empty((b, c), dtype=dtype, device=params.device)
+            for ch in range(c):  # channels in order: G's mean uses the quantized R, B's uses R and G
+                m = mu[:, ch]
+                if ch == 1:
+                    m = m + co[:, 0] * out[:, 0]
+                elif ch == 2:
+                    m = m + co[:, 1] * out[:, 0] + co[:, 2] * out[:, 1]
+                level = torch.round((m + y[:, ch] + 1.0) * 127.5).clamp_(0.0, 255.0)
+                torch.div(level, 127.5, out=out[:, ch]).sub_(1.0)
+            return out
