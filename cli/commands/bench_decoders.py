@@ -38,6 +38,9 @@ def _list(kind):
 @click.option("--sample-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Images per sampling run.")
 @click.option("--naive-rows", type=click.IntRange(min=1), default=None,
               help="Run the naive sampler on this many rows only and scale its time (default: whole image).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Alternated repeats, medians reported: naive and fast sampling (default 1), ours and the "
+                   "port with --peer-path (default 5).")
 @click.option("--latent-dim", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice).")
 @click.option("--no-training", is_flag=True, help="Skip the training throughput.")
@@ -50,7 +53,7 @@ def _list(kind):
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the results to this JSON file (atomically).")
 def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, sample_batch, naive_rows, latent_dim,
-             threads, no_training, no_sampling, seed, peer_path, as_json, out_path):
+             threads, no_training, no_sampling, seed, peer_path, as_json, out_path, rounds):
     """Time the autoregressive decoders: training images/s and sampling time.
 
     Training: one Adam step on random data, eager vs bf16 autocast vs
@@ -80,7 +83,7 @@ def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, 
         nr_resnet, nr_filters, nr_mix = (5, 160, 10) if preset == "paper" else (1, 32, 5)
         try:
             result = run_peer(peer_path, batch_size=batch_size, nr_resnet=nr_resnet, nr_filters=nr_filters, nr_mix=nr_mix,
-                              steps=steps, warmup=warmup, compile_="compile" in modes,
+                              steps=steps, warmup=warmup, compile_="compile" in modes, rounds=rounds or 5,
                               progress=None if as_json else (lambda msg: click.echo(f"  {msg}", err=True)))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
@@ -90,7 +93,7 @@ def decoders(device, decoders, sizes, modes, preset, batch_size, steps, warmup, 
         result = run(
             device=device, decoders=decoders, sizes=sizes, modes=modes, batch_size=batch_size, steps=steps,
             warmup=warmup, sample_batch=sample_batch, naive_rows=naive_rows, latent_dim=latent_dim, preset=preset,
-            seed=seed, training=not no_training, sampling=not no_sampling,
+            seed=seed, training=not no_training, sampling=not no_sampling, rounds=rounds or 1,
             progress=None if as_json else (lambda msg: click.echo(f"  {msg}", err=True)),
         )
     except ValueError as exc:

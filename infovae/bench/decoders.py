@@ -21,7 +21,9 @@ compare ratios within one run, not times across runs.
 """
 from __future__ import annotations
 
+import os
 import platform
+import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -123,7 +125,10 @@ def bench_training(decoder: str, spec: DataSpec, device: torch.device, modes: Se
 
 
 def bench_sampling(decoder: str, spec: DataSpec, device: torch.device, batch: int, latent_dim: int, preset: str,
-                   seed: int, naive_rows: Optional[int]) -> Dict[str, Any]:
+                   seed: int, naive_rows: Optional[int], rounds: int = 1) -> Dict[str, Any]:
+    """Naive vs fast sampling, ``rounds`` times alternated (fast first in even rounds, naive first in odd
+    ones), medians of wall and of process CPU seconds (CPU time is less affected by other jobs on a
+    shared machine; on CUDA it is not meaningful and wall time is the figure)."""
     dec = build(decoder, spec, latent_dim, preset, device, seed).eval()
     z = torch.randn(batch, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     _, h, _ = spec.shape
@@ -132,24 +137,39 @@ def bench_sampling(decoder: str, spec: DataSpec, device: torch.device, batch: in
     def draw(fast: bool, nrows: Optional[int]):
         g = torch.Generator(device=device).manual_seed(seed)
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x = dec.sample(z, generator=g, fast=fast, rows=nrows)
         _sync(device)
-        return x, time.perf_counter() - t0
+        return x, time.perf_counter() - t0, time.process_time() - c0
 
-    fast_x, fast_s = draw(True, None)
-    naive_x, naive_s = draw(False, None if rows == h else rows)
-    naive_total = naive_s * h / rows
+    wall: Dict[bool, List[float]] = {True: [], False: []}
+    cpu: Dict[bool, List[float]] = {True: [], False: []}
+    for r in range(rounds):
+        for fast in ((True, False) if r % 2 == 0 else (False, True)):
+            x, w, c = draw(fast, None if fast or rows == h else rows)
+            wall[fast].append(w if fast else w * h / rows)
+            cpu[fast].append(c if fast else c * h / rows)
+            if fast:
+                fast_x = x
+            else:
+                naive_x = x
+    naive_total, fast_s = statistics.median(wall[False]), statistics.median(wall[True])
+    naive_cpu, fast_cpu = statistics.median(cpu[False]), statistics.median(cpu[True])
     same = (naive_x[:, :, :rows] == fast_x[:, :, :rows]).flatten(1)
     return {
         "decoder": decoder,
         "data": f"{spec.kind} {spec.shape[1]}x{spec.shape[2]}",
         "batch": batch,
         "dtype": str(next(dec.parameters()).dtype).replace("torch.", ""),
+        "rounds": rounds,
         "naive_s": naive_total,
         "naive_extrapolated_from_rows": None if rows == h else rows,
         "fast_s": fast_s,
         "speedup": naive_total / fast_s,
+        "naive_cpu_s": naive_cpu,
+        "fast_cpu_s": fast_cpu,
+        "speedup_cpu": naive_cpu / fast_cpu,
+        "wall_s_per_round": {"naive": wall[False], "fast": wall[True]},
         "identical": bool(same.all()),
         "images_identical": float(same.all(1).float().mean()),
         "subpixels_identical": float(same.float().mean()),
@@ -160,7 +180,7 @@ def bench_sampling(decoder: str, spec: DataSpec, device: torch.device, batch: in
 def run(device: str = "cpu", decoders: Sequence[str] = DECODERS, sizes: Sequence[int] = (28, 32), modes: Sequence[str] = MODES,
         batch_size: int = 32, steps: int = 5, warmup: int = 2, sample_batch: int = 16, naive_rows: Optional[int] = None,
         latent_dim: int = 8, preset: str = "small", seed: int = 0, training: bool = True, sampling: bool = True,
-        progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+        rounds: int = 1, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """All cases; returns a JSON-able dict with ``training`` and ``sampling`` rows (see the module docstring)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -176,6 +196,7 @@ def run(device: str = "cpu", decoders: Sequence[str] = DECODERS, sizes: Sequence
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
         "preset": preset,
         "latent_dim": latent_dim,
         "training": [],
@@ -189,7 +210,8 @@ def run(device: str = "cpu", decoders: Sequence[str] = DECODERS, sizes: Sequence
                 result["training"] += bench_training(decoder, spec, dev, modes, batch_size, steps, warmup, latent_dim, preset, seed)
             if sampling:
                 say(f"sampling {decoder} {spec.kind} {size}x{size}: naive and fast, batch {sample_batch}")
-                result["sampling"].append(bench_sampling(decoder, spec, dev, sample_batch, latent_dim, preset, seed, naive_rows))
+                result["sampling"].append(bench_sampling(decoder, spec, dev, sample_batch, latent_dim, preset, seed, naive_rows,
+                                                         rounds))
     return result
 
 
@@ -213,14 +235,15 @@ def tables(result: Dict[str, Any]) -> list:
         out.append(t)
     if result["sampling"]:
         t = Table(title=f"sampling, naive loop vs fast cached sampler {title}")
-        for col in ("decoder", "data", "batch", "naive s", "fast s", "speed-up", "identical"):
+        for col in ("decoder", "data", "batch", "naive s", "fast s", "speed-up", "speed-up (CPU s)", "identical"):
             t.add_column(col, justify="left" if col in ("decoder", "data", "identical") else "right")
         for r in result["sampling"]:
             naive = _f(r["naive_s"], ".2f") + ("*" if r["naive_extrapolated_from_rows"] else "")
             ident = "yes" if r["identical"] else f"no ({100 * r['images_identical']:.0f}% of images)"
             if r["naive_extrapolated_from_rows"]:
                 ident += f" (first {r['compared_rows']} rows)"
-            t.add_row(r["decoder"], r["data"], str(r["batch"]), naive, _f(r["fast_s"], ".2f"), _f(r["speedup"], ".1f") + "x", ident)
+            t.add_row(r["decoder"], r["data"], str(r["batch"]), naive, _f(r["fast_s"], ".2f"), _f(r["speedup"], ".1f") + "x",
+                      _f(r.get("speedup_cpu"), ".1f") + "x", ident)
         if any(r["naive_extrapolated_from_rows"] for r in result["sampling"]):
             t.caption = "* naive time measured on the first rows and scaled to the whole image"
         out.append(t)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -141,21 +142,27 @@ def run(peer_path: str, batch_size: int = 16, nr_resnet: int = 1, nr_filters: in
         for _ in range(warmup):
             fn()
     times: Dict[str, list] = {k: [] for k in fns}
+    cpu: Dict[str, list] = {k: [] for k in fns}
+    load_before = os.getloadavg()
     for r in range(rounds):
         say(f"round {r + 1}/{rounds}")
         names = list(fns)
         for name in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 fns[name]()
             times[name].append((time.perf_counter() - t0) / steps)
+            cpu[name].append((time.process_time() - c0) / steps)
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     out: Dict[str, Any] = {
         "config": {"image": "rgb8 3x32x32", "batch_size": batch_size, "nr_resnet": nr_resnet, "nr_filters": nr_filters,
                    "nr_logistic_mix": nr_mix, "dropout": dropout},
         "torch": torch.__version__, "threads": torch.get_num_threads(), "steps_per_round": steps, "rounds": rounds,
         "step_s": med, "images_per_s": {k: batch_size / v for k, v in med.items()},
         "ours_over_peer": med["peer"] / med["ours"], "compile_s": compile_s,
+        "step_cpu_s": med_cpu, "ours_over_peer_cpu": med_cpu["peer"] / med_cpu["ours"],
+        "step_s_per_round": times, "load_average": {"before": load_before, "after": os.getloadavg()},
     }
     if compile_:
         out["compiled_over_peer"] = med["peer"] / med["ours_compiled"]
@@ -173,13 +180,15 @@ def table(result: Dict[str, Any]):
     t = Table(title=(f"PixelCNN++ training vs pclucas14/pixel-cnn-pp: {c['image']}, batch {c['batch_size']}, "
                      f"({c['nr_resnet']}, {c['nr_filters']}, {c['nr_logistic_mix']}), dropout {c['dropout']}, "
                      f"{result['threads']} thread(s), torch {result['torch']}"))
-    for col in ("contender", "step s", "images/s", "vs peer", "peak MiB"):
+    for col in ("contender", "step s", "images/s", "vs peer", "vs peer (CPU s)", "peak MiB"):
         t.add_column(col, justify="left" if col == "contender" else "right")
     peak = result.get("peak_bytes") or {}
     for name, s in result["step_s"].items():
         ratio = result["step_s"]["peer"] / s
         mib = "n/a" if peak.get(name) is None else f"{peak[name] / 2**20:.0f}"
-        t.add_row(name, f"{s:.3f}", f"{result['images_per_s'][name]:.2f}", f"{ratio:.2f}x", mib)
+        cpu = result.get("step_cpu_s", {})
+        cpu_ratio = f"{cpu['peer'] / cpu[name]:.2f}x" if name in cpu else "n/a"
+        t.add_row(name, f"{s:.3f}", f"{result['images_per_s'][name]:.2f}", f"{ratio:.2f}x", cpu_ratio, mib)
     if result.get("compile_s") is not None:
         t.caption = f"torch.compile time (first step of ours_compiled): {result['compile_s']:.1f} s"
     return t

@@ -32,34 +32,64 @@ from torch import nn
 from infovae import CapabilityError, DataSpec, Decoder, PluginOptionError, check_reduction
 
 
+def _concat_elu_into(x: torch.Tensor, pad: Optional[Tuple[int, int, int, int]]) -> torch.Tensor:
+    """elu([x, -x]) written into a new (B, 2C, H + top + bottom, W + left + right) tensor whose
+    margins ``pad`` = (left, right, top, bottom) are zero: the zero padding of the convolution that
+    reads it, without a padded copy."""
+    b, c, h, w = x.shape
+    left, right, top, bottom = pad if pad is not None else (0, 0, 0, 0)
+    out = x.new_empty((b, 2 * c, h + top + bottom, w + left + right))
+    if top:
+        out[:, :, :top].zero_()
+    if bottom:
+        out[:, :, top + h :].zero_()
+    if left:
+        out[:, :, top : top + h, :left].zero_()
+    if right:
+        out[:, :, top : top + h, left + w :].zero_()
+    inner = out[:, :, top : top + h, left : left + w]
+    torch._C._nn.elu(x, out=inner[:, :c])
+    F.elu_(torch.neg(x, out=inner[:, c:]))
+    return out
+
+
 class _ConcatElu(torch.autograd.Function):
-    """elu([x, -x]) written straight into its (B, 2C, ...) output (no concatenated copy of
-    the input); backward from x alone (C channels saved instead of the 2C-channel output):
+    """elu([x, -x]) written straight into its (B, 2C, ...) output, optionally with zero margins
+    (no concatenated copy of the input, no padded copy of the output); backward from x alone
+    (C channels saved instead of the 2C-channel output):
     d/dx = g1 elu'(x) - g2 elu'(-x), elu'(u) = 1 for u > 0, exp(u) otherwise."""
 
     @staticmethod
-    def forward(ctx, x):
-        c = x.shape[1]
-        out = x.new_empty((x.shape[0], 2 * c, *x.shape[2:]))
-        torch._C._nn.elu(x, out=out[:, :c])
-        F.elu_(torch.neg(x, out=out[:, c:]))
+    def forward(ctx, x, pad):
         ctx.save_for_backward(x)
-        return out
+        ctx.pad = pad
+        return _concat_elu_into(x, pad)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        c = x.shape[1]
+        c, (h, w) = x.shape[1], x.shape[2:]
+        if ctx.pad is not None:
+            left, _, top, _ = ctx.pad
+            g = g[:, :, top : top + h, left : left + w]
         g1 = torch.ops.aten.elu_backward(g[:, :c], 1.0, 1, 1.0, False, x)
         g2 = torch.ops.aten.elu_backward(g[:, c:], 1.0, 1, 1.0, False, x.neg())
-        return g1.sub_(g2)
+        return g1.sub_(g2), None
 
 
-def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """elu([x, -x]) along channels: (B, C, H, W) -> (B, 2C, H, W); maps 0 to 0."""
+def concat_elu(x: torch.Tensor, pad: Optional[Tuple[int, int, int, int]] = None) -> torch.Tensor:
+    """elu([x, -x]) along channels: (B, C, H, W) -> (B, 2C, H, W); maps 0 to 0.
+
+    ``pad`` = (left, right, top, bottom): the result carries that many zero rows and columns around it
+    (as ``F.pad`` of the result, without the copy), for a ``ShiftedConv2d`` to read directly."""
     if x.requires_grad and torch.is_grad_enabled():
-        return _ConcatElu.apply(x)
-    return F.elu(torch.cat((x, -x), dim=1))
+        return _ConcatElu.apply(x, pad)
+    if pad is None:
+        return F.elu(torch.cat((x, -x), dim=1))
+    return _concat_elu_into(x, pad)
+
+
+concat_elu.pads = True  # TorchOps.conv hands it the convolution's padding
 
 
 def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -97,12 +127,12 @@ class _KeepScale(torch.autograd.Function):
     def forward(ctx, x, keep, scale):
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x.mul(keep).mul_(scale)
+        return torch.where(keep, x, 0.0).mul_(scale)  # no float copy of the mask
 
     @staticmethod
     def backward(ctx, g):
         (keep,) = ctx.saved_tensors
-        return g.mul(keep).mul_(ctx.scale), None, None
+        return torch.where(keep, g, 0.0).mul_(ctx.scale), None, None
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
@@ -242,13 +272,18 @@ class TorchOps:
              extras: Sequence[torch.Tensor] = (), channels: Optional[int] = None,
              side: Optional[Tuple[nn.Module, Sequence[torch.Tensor], Optional[Callable]]] = None,
              bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        y = module(pre(x) if pre is not None else x)
+        if pre is not None and getattr(pre, "pads", False) and isinstance(module, ShiftedConv2d):
+            y = module.core(pre(x, pad=module.pad))  # the pre-activation writes the padding itself
+        else:
+            y = module(pre(x) if pre is not None else x)
+        fresh = isinstance(module, (ShiftedConv2d, nn.Conv2d))  # a new tensor its backward does not need
         if side is not None:
             nin, inputs, side_pre = side
             a = torch.cat(tuple(inputs), dim=1) if len(inputs) > 1 else inputs[0]
-            y = y + nin(side_pre(a) if side_pre is not None else a)
+            s = nin(side_pre(a) if side_pre is not None else a)
+            y = y.add_(s) if fresh else y + s
         if bias is not None:
-            y = y + bias
+            y = y.add_(bias) if fresh and bias.dtype == y.dtype else y + bias
         return post(y, *extras) if post is not None else y
 
     @staticmethod

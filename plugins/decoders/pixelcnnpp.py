@@ -56,6 +56,19 @@ PRESETS = {
 }
 
 
+class _DroppedConcatElu:
+    """dropout(concat_elu(x)) as a pre-activation (training only): drops single activations of the
+    2C-channel result; with ``pad`` the zero margins stay zero."""
+
+    pads = True
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, x: torch.Tensor, pad=None) -> torch.Tensor:
+        return fast_dropout(concat_elu(x, pad=pad), self.p)
+
+
 class GatedResnet(nn.Module):
     """PixelCNN++ gated resnet block on ``filters`` channels, conditioned on z; ``shortcuts`` extra inputs."""
 
@@ -75,7 +88,7 @@ class GatedResnet(nn.Module):
         hz = self.cond(z)[:, :, None, None]
         p = self.dropout if dropout else 0.0
         side = (self.shortcut, tuple(shortcuts), concat_elu) if shortcuts else None
-        pre2 = (lambda t: fast_dropout(concat_elu(t), p)) if p > 0 else concat_elu
+        pre2 = _DroppedConcatElu(p) if p > 0 else concat_elu
         h = ops.conv(self.conv1, x, pre=concat_elu, side=side, channels=self.filters)
         return ops.conv(self.conv2, h, pre=pre2, post=gated_residual, extras=(x,), bias=hz, channels=self.filters)
 
