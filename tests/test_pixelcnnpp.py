@@ -184,14 +184,14 @@ def test_sample_pixel_is_the_general_mixture_sampler(kind, shape, dtype):
     assert (got[:7] == -1.0).all()
 
 
-@pytest.mark.slow
 def test_float32_fast_and_naive_draw_the_same_integers_at_the_benchmark_configuration():
     """The configuration the sampling benchmark times (default options, rgb8 32x32, float32): the same
-    seed gives the same 8-bit values from both samplers (first two rows; every row is the same code)."""
+    seed gives the same 8-bit values from both samplers (first row: 32 naive passes; the benchmark itself
+    compares the rows it times, at batch 16)."""
     spec = DataSpec("rgb8", (3, 32, 32))
     torch.manual_seed(0)
     dec = infovae.registry().create("decoders", "pixelcnnpp", {}, spec, 8).eval()
     z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
-    draws = [dec.sample(z, generator=torch.Generator().manual_seed(5), fast=fast, rows=2) for fast in (False, True)]
+    draws = [dec.sample(z, generator=torch.Generator().manual_seed(5), fast=fast, rows=1) for fast in (False, True)]
     levels = [torch.round((d + 1) * 127.5).to(torch.uint8) for d in draws]
     assert torch.equal(levels[0], levels[1]) and torch.equal(draws[0], draws[1])
