@@ -354,6 +354,7 @@ class _Caches:
 
     def __init__(self, nodes: List[Node], plan: Schedule, batch: int, like: torch.Tensor):
         self.margins = plan.margins
+        self._layouts: Dict[tuple, tuple] = {}
         self.stores: List[Optional[torch.Tensor]] = []
         for node, (mt, mb, ml, mr), live in zip(nodes, plan.margins, plan.live):
             hh, ww = node.size
@@ -385,27 +386,33 @@ class _Caches:
     def store(self, i: int, pre: Optional[Callable] = None) -> torch.Tensor:
         return self.stores[i] if pre is None else self.pre[i, pre]
 
+    def _layout(self, i: int, pre: Optional[Callable]):
+        """(store, batch stride, row stride, channels, offset of output (0, 0)) of a cache, memoised: views
+        are made for every step, so this bookkeeping is per-pixel work."""
+        key = (i, pre)
+        got = self._layouts.get(key)
+        if got is None:
+            t, _, l, _ = self.margins[i]
+            buf = self.store(i, pre)
+            _, _, ww, ch = buf.shape
+            got = self._layouts[key] = (buf, buf.shape[0], buf.stride(0), ww * ch, ch, (t * ww + l) * ch)
+        return got
+
     def at(self, i: int, r0: int, r1: int, c0: int, c1: int, pre: Optional[Callable] = None) -> torch.Tensor:
         """(B, C, r1 - r0, c1 - c0) view of node i's cache (its pre-activated one with ``pre``); rows and
         columns in output coordinates, negative ones reaching into the zero margins."""
-        t, _, l, _ = self.margins[i]
-        buf = self.store(i, pre)
-        b, _, ww, ch = buf.shape
-        return buf.as_strided((b, ch, r1 - r0, c1 - c0), (buf.stride(0), 1, ww * ch, ch), ((r0 + t) * ww + c0 + l) * ch)
+        buf, b, sb, sr, ch, base = self._layout(i, pre)
+        return buf.as_strided((b, ch, r1 - r0, c1 - c0), (sb, 1, sr, ch), base + r0 * sr + c0 * ch)
 
     def windows(self, i: int, r: int, c0: int, n: int, k: int, stride: int, pre: Optional[Callable] = None) -> torch.Tensor:
         """(B, n, k * C) overlapping view: entry j is the row segment of k columns from c0 + j * stride."""
-        t, _, l, _ = self.margins[i]
-        buf = self.store(i, pre)
-        b, _, ww, ch = buf.shape
-        return buf.as_strided((b, n, k * ch), (buf.stride(0), stride * ch, 1), ((r + t) * ww + c0 + l) * ch)
+        buf, b, sb, sr, ch, base = self._layout(i, pre)
+        return buf.as_strided((b, n, k * ch), (sb, stride * ch, 1), base + r * sr + c0 * ch)
 
     def row(self, i: int, r: int, c0: int, c1: int, pre: Optional[Callable] = None) -> torch.Tensor:
         """(B, (c1 - c0) * C) view of one cache row segment, (column, channel) order."""
-        t, _, l, _ = self.margins[i]
-        buf = self.store(i, pre)
-        b, _, ww, ch = buf.shape
-        return buf.as_strided((b, (c1 - c0) * ch), (buf.stride(0), 1), ((r + t) * ww + c0 + l) * ch)
+        buf, b, sb, sr, ch, base = self._layout(i, pre)
+        return buf.as_strided((b, (c1 - c0) * ch), (sb, 1), base + r * sr + c0 * ch)
 
 
 def _conv_matrices(node: Node, caches: "_Caches", per_node: dict, index: int):

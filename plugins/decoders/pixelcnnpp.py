@@ -24,6 +24,7 @@ H and W must be divisible by 4 (two halvings).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -197,7 +198,8 @@ class PixelCNNpp(AutoregressiveDecoder):
         k, c = self.nr_logistic_mix, self.spec.channels
         b = params.shape[0]
         dtype = torch.float64 if params.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=params.device.type, enabled=False):
+        autocast = torch.is_autocast_enabled(params.device.type)
+        with torch.autocast(device_type=params.device.type, enabled=False) if autocast else contextlib.nullcontext():
             params, u = params.to(dtype), uniforms.to(dtype)
             cdf = torch.cumsum(torch.softmax(params[:, :k], dim=1), dim=1)  # (B, K)
             comp = (cdf < u[:, :1]).sum(dim=1).clamp_(max=k - 1)  # (B,)
