@@ -16,8 +16,10 @@ its output from four primitives of an ``ops`` object:
 
 ``TorchOps`` evaluates these on whole tensors (training, ``log_prob``, the naive
 sampler). ``fast_sampling.GraphOps`` records them as a graph that the fast sampler
-evaluates a few positions at a time. Both run the same modules and the same
-``pre``/``post``/``fn`` callables, so the two samplers compute the same function.
+evaluates a few positions at a time. Both use the same modules' weights and the same
+``post``/``fn`` callables (the fast sampler applies the known pre-activations with
+in-place kernels and computes convolutions of single positions as matrix products), so
+the two samplers compute the same function up to floating-point rounding.
 Rules that keep it exact: ``pre`` must map 0 to 0 (it also sees the zero padding),
 ``post`` and ``fn`` must act position by position, and nothing may mix batch entries.
 """

@@ -15,6 +15,18 @@ exactly one network pass in total, instead of one pass per pixel. Strided and
 transposed layers of PixelCNN++ need no special case: their positions simply become
 available every second (fourth) row and column.
 
+Per-step cost (what makes it fast in practice, since a step computes a handful of
+positions and Python/dispatch overhead dominates): caches are channels-last, so a
+window row is one strided matrix; a convolution's pre-activation (``concat_elu``,
+``elu``, ``relu``) is cached once per written position instead of being recomputed for
+every window that reads it; a single output position (or a single row of them) is kh
+matrix products read straight from the cache rows, with the short-cut 1x1 layer of
+``ops.conv(side=...)`` split over its inputs' pre-activated caches and the per-example
+``bias`` folded into the product's bias; a transposed convolution fed by one input
+position is one product; every view is made by one ``as_strided`` call; cyclic garbage
+collection is off while the step closures exist. Other rectangles use the layers' own
+convolutions on windows.
+
 Both samplers draw every uniform up front (``AutoregressiveDecoder.sample``) and turn
 the parameters of pixel i plus the uniforms of pixel i into its value with the same
 ``sample_pixel`` call on tensors of the same shape, so they consume randomness
