@@ -179,7 +179,8 @@ def test_bench_cli_runs_a_tiny_configuration(tmp_path):
 
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(decoders, ["--sizes", "8", "--modes", "eager,bf16", "--steps", "1", "--warmup", "0",
-                                        "--batch-size", "2", "--sample-batch", "2", "--naive-rows", "2", "--out", str(out)])
+                                        "--batch-size", "2", "--sample-batch", "2", "--naive-rows", "2", "--rounds", "2",
+                                        "--out", str(out)])
     assert res.exit_code == 0, res.output
     import json
 
@@ -188,6 +189,8 @@ def test_bench_cli_runs_a_tiny_configuration(tmp_path):
     assert all(r["status"] == "ok" for r in result["training"])
     assert [r["decoder"] for r in result["sampling"]] == ["pixelcnn", "pixelcnnpp"]
     assert all(r["naive_extrapolated_from_rows"] == 2 and r["speedup"] > 0 for r in result["sampling"])
+    assert all(r["rounds"] == 2 and len(r["wall_s_per_round"]["naive"]) == 2 and r["speedup_cpu"] > 0
+               and r["identical"] for r in result["sampling"])
     bad = CliRunner().invoke(decoders, ["--decoders", "wavenet"])
     assert bad.exit_code != 0 and "unknown decoder" in bad.output
     if not torch.cuda.is_available():
