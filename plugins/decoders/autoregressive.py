@@ -84,6 +84,9 @@ def concat_elu(x: torch.Tensor, pad: Optional[Tuple[int, int, int, int]] = None)
 
     ``pad`` = (left, right, top, bottom): the result carries that many zero rows and columns around it
     (as ``F.pad`` of the result, without the copy), for a ``ShiftedConv2d`` to read directly."""
+    if torch.compiler.is_compiling():  # plain composition: the compiler fuses it (and cannot trace out= into views)
+        y = F.elu(torch.cat((x, -x), dim=1))
+        return y if pad is None else F.pad(y, pad)
     if x.requires_grad and torch.is_grad_enabled():
         return _ConcatElu.apply(x, pad)
     if pad is None:
@@ -173,6 +176,9 @@ class _GatedResidual(torch.autograd.Function):
 
 def gated_residual(y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """skip + a * sigmoid(b) for y = [a, b] along channels: (B, 2F, ...), (B, F, ...) -> (B, F, ...)."""
+    if torch.compiler.is_compiling():
+        a, b = y.chunk(2, dim=1)
+        return skip + a * torch.sigmoid(b)
     if torch.is_grad_enabled() and (y.requires_grad or skip.requires_grad):
         return _GatedResidual.apply(y, skip)
     f = y.shape[1] // 2
