@@ -45,6 +45,8 @@ import torch
 from .distances import (
     KernelSpec,
     canonical_order_and_keys,
+    canonical_pooled,
+    check_finite,
     check_pair,
     compute_dtype,
     exact_float_math,
@@ -52,6 +54,7 @@ from .distances import (
     kernel_sweep,
     median_sq_dist,
 )
+from .fused import fused_max_rows, mmd_fused
 
 __all__ = ["mmd", "resolve_bandwidth"]
 
@@ -225,8 +228,21 @@ def mmd(
     """
     check_kernel(kernel)
     check_estimator(estimator)
-    parse_bandwidth(bandwidth)  # fail early on a bad value
-    check_pair(x, y, 2 if estimator == "unbiased" else 1)
+    bw = parse_bandwidth(bandwidth)  # fail early on a bad value
+    n_min = 2 if estimator == "unbiased" else 1
+    check_pair(x, y, n_min, finite=False)
+    rows = x.shape[0] + y.shape[0]
+    if rows <= min(block_size or rows, fused_max_rows(x.device)):
+        # The fused path: finiteness is checked through the canonical keys (same errors).
+        dtype = compute_dtype(x, y)
+        with exact_float_math(x.device):
+            pair = canonical_pooled(x, y, dtype)
+            if pair.identical and estimator == "biased":
+                return (x.to(dtype) * 0).sum() + (y.to(dtype) * 0).sum()  # same multiset: exactly 0, zero gradient
+            need_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+            return mmd_fused(x, y, pair, kernel, bw, estimator, need_grad)
+    check_finite(x, "x")
+    check_finite(y, "y")
     with exact_float_math(x.device):
         a, b, identical = prepared_pair(x, y)
         spec = kernel_for(kernel, bandwidth, a, b)

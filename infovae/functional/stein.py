@@ -27,6 +27,7 @@ from .distances import (
     exact_float_math,
     expanded_sq_dists,
     kernel_sweep,
+    order_stats_of,
     order_stats_sq_dists,
     pairwise_sq_dists,
 )
@@ -37,10 +38,11 @@ __all__ = ["stein_direction", "svgd_median_bandwidth"]
 _MEDIAN_MAX_POINTS = 2048
 
 
-def _svgd_median(z: torch.Tensor, n: int):
+def _svgd_median(z: torch.Tensor, n: int, expanded=None):
     """(sigma, D): the SVGD median bandwidth of z's rows (see ``svgd_median_bandwidth``)
     and, when the fast route applied to z itself, the expanded-form distance matrix it
-    used (reusable for the kernel), else None."""
+    used (reusable for the kernel), else None. ``expanded``: (D, sq) =
+    ``expanded_sq_dists(z - z.mean(0))`` when the caller already has it (n <= 2048)."""
     with torch.no_grad():
         sub = z
         if z.shape[0] > _MEDIAN_MAX_POINTS:
@@ -48,7 +50,12 @@ def _svgd_median(z: torch.Tensor, n: int):
         k = sub.shape[0]
         total = k * k
         ranks = (total // 2,) if total % 2 else (total // 2 - 1, total // 2)
-        fast = order_stats_sq_dists(sub, ranks) if k > 1 else None
+        if k <= 1:
+            fast = None
+        elif expanded is not None and sub is z:
+            fast = order_stats_of(expanded[0], expanded[1], ranks)
+        else:
+            fast = order_stats_sq_dists(sub, ranks)
         if fast is not None:
             vals, _, d2 = fast
             med = sum(vals) / len(vals)
@@ -92,11 +99,11 @@ def _dense_direction(zc: torch.Tensor, sf: torch.Tensor, inv: float, d2: Optiona
         sq = (zc * zc).sum(1)
         # exponent c r_ij = c (sq_i + sq_j - 2 z_i.z_j), clamped at r >= 0, exactly 0 on the diagonal
         d2 = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c).clamp_max_(0.0)
-        d2.diagonal().fill_(0.0)
+        d2.fill_diagonal_(0.0)
     else:
         d2.mul_(c)
     k = d2.exp2_()
-    out = torch.addcmul(k @ (sf - zc * inv), zc, k.sum(1, keepdim=True), value=inv)
+    out = torch.addcmul(k @ torch.add(sf, zc, alpha=-inv), zc, k.sum(1, keepdim=True), value=inv)
     return out.div_(n)
 
 
@@ -125,16 +132,29 @@ def stein_direction(
     bw = parse_bandwidth(bandwidth)
     dtype = compute_dtype(z, score)
     n = z.shape[0]
-    with exact_float_math(z.device), torch.no_grad():
-        zf = z.detach().to(dtype)
-        sf = score.detach().to(dtype)
+    # No grad mode needed: every tensor below derives from detached inputs (the tiled sweep
+    # runs under no_grad itself); entering it cost a measurable share at small n.
+    with exact_float_math(z.device):
+        zf = z.detach()
+        sf = score.detach()
+        if zf.dtype != dtype or sf.dtype != dtype:
+            zf, sf = zf.to(dtype), sf.to(dtype)
+        zc = zf - zf.mean(0)  # the kernel and the repulsion depend on differences only
+        d2 = None
         if bw == "median":
-            check_finite(zf, "z")  # before the selection; score is checked through the result
-            sigma, d2 = _svgd_median(zf, n)
+            if n <= _MEDIAN_MAX_POINTS:
+                # One distance matrix for the median and (in place) the kernel; its row norms
+                # prove z finite before the selection (score is checked through the result).
+                d2, sq = expanded_sq_dists(zc)
+                if not math.isfinite(float(sq.max())):
+                    check_finite(zf, "z")
+                sigma, d2 = _svgd_median(zf, n, (d2, sq))
+            else:
+                check_finite(zf, "z")  # before the selection; score is checked through the result
+                sigma, d2 = _svgd_median(zf, n)
             scales: Tuple[float, ...] = (sigma,)
         else:
-            scales, d2 = bw, None
-        zc = zf - zf.mean(0)  # the kernel and the repulsion depend on differences only
+            scales = bw
         if len(scales) == 1:
             # sum_j k_ij [s_j + (z_i - z_j) / sigma^2] = (K [s - z / sigma^2])_i + z_i (K 1)_i / sigma^2:
             # one product with a (d + 1)-column matrix (per tile).

@@ -6,7 +6,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .distances import check_pair, exact_float_math, kernel_sweep
-from .mmd import Bandwidth, check_estimator, check_kernel, kernel_for, mmd_prepared, parse_bandwidth, prepared_pair, weights
+from .mmd import Bandwidth, check_estimator, check_kernel, kernel_for, mmd, parse_bandwidth, prepared_pair, weights
 
 __all__ = ["mmd_permutation_test", "PermutationTest"]
 
@@ -52,9 +52,11 @@ def mmd_permutation_test(
     check_pair(x, y, 2 if estimator == "unbiased" else 1)
     device = x.device
     with exact_float_math(device), torch.no_grad():
-        a, b, identical = prepared_pair(x.detach(), y.detach())
+        a, b, _ = prepared_pair(x.detach(), y.detach())
         spec = kernel_for(kernel, bandwidth, a, b)
-        statistic = mmd_prepared(a, b, identical, spec, estimator, block_size)
+        # The statistic through ``mmd`` itself, so that it equals mmd(x, y, ...) bitwise
+        # whichever path (fused or tiled) mmd takes.
+        statistic = mmd(x.detach(), y.detach(), kernel, bandwidth, estimator, block_size=block_size)
         n, m = a.shape[0], b.shape[0]
         big = n + m
         pooled = torch.cat([a, b])
