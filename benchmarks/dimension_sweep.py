@@ -236,6 +236,10 @@ def main(argv=None) -> int:
         print(f"sweep: {time.time() - t_all:.0f} s", flush=True)
 
     collected = collect(runs, settings)
+    if not collected["results"]:
+        found = sorted({json.dumps(json.loads(p.read_text()).get("settings")) for p in runs.glob("*.json")})
+        raise SystemExit(f"no cell in {runs} was trained with these settings ({json.dumps(settings)}); "
+                         f"give the same --steps/--stages/--batch-size/--encoder/--decoder as the sweep. Found: {'; '.join(found) or 'none'}")
     atomic_write_json(out.with_suffix(".json"), collected)
     atomic_write_bytes(out, png_bytes(figure(collected, args.panel_d_dim)))
     print(f"wrote {out} and {out.with_suffix('.json')}")
