@@ -40,7 +40,7 @@ import torch
 import infovae
 from infovae.api import load_run, resume_training, start_training
 from infovae.build import make_run_spec
-from infovae.collapse import CodeCollapseWarning, collapse_message
+from infovae.collapse import MI_NEAR_ZERO, CodeCollapseWarning
 from infovae.io import atomic_write_bytes, atomic_write_json
 from infovae.metrics import evaluate_metrics
 from infovae.metrics._common import encode, model_values
@@ -101,8 +101,10 @@ def train_cell(run: Path, state: dict, make_spec, ds, x_probe, steps: int, stage
         _, model, _ = load_run(run, device=device, reg=reg, with_objective=False)
         g = torch.Generator(device=model.device).manual_seed(0)
         res = evaluate_metrics(model, x_probe, "mmd-prior,mutual-information,active-units", generator=g)
-        msg = collapse_message(model, x_probe, dict(state["divergences"]), seed=0)
-        state["curve"].append({"step": target, **{n: float(r["value"]) for n, r in res.items()}, "collapsed": msg is not None})
+        point = {n: float(r["value"]) for n, r in res.items()}
+        # the collapse rule of infovae.collapse.collapse_message, on the probe's numbers
+        collapsed = point["active-units"] == 0 or point["mutual-information"] < MI_NEAR_ZERO
+        state["curve"].append({"step": target, **point, "collapsed": collapsed})
         save()
 
 
@@ -281,7 +283,7 @@ def collect(runs: Path, settings: dict) -> dict:
 
 def figure(collected: dict, panel_d_dim: int):
     """Panels A-E like the paper's Figure 3: A, B, C, E against the latent dimension (log scale, error bars =
-    one s.e.), D = MMD against training iterations at one latent dimension."""
+    one s.e.), D = MMD against training iterations at one latent dimension; MMD (A, D) on a log scale."""
     res = collected["results"]
     models = [m for m in FIGURE_MODELS if m in res]
     panels = []
@@ -308,7 +310,7 @@ def figure(collected: dict, panel_d_dim: int):
             series[m] = (dims, [res[m][str(d)]["semi-supervised"]["value"] for d in dims],
                          [res[m][str(d)]["semi-supervised"]["std_err"] for d in dims])
     panels.append(("E: SVM accuracy, 1,000 labels", "latent dimension", "fraction correct", series, True))
-    return series_panels([p[:4] for p in panels], log_x=[p[4] for p in panels])
+    return series_panels([p[:4] for p in panels], log_x=[p[4] for p in panels], log_y=[True, False, False, True, False])
 
 
 if __name__ == "__main__":

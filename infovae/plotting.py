@@ -205,14 +205,16 @@ def latent_projection(codes: np.ndarray, prior: np.ndarray, labels: Optional[np.
     return fig
 
 
-def series_panels(panels: Sequence[Tuple[str, str, str, Mapping[str, Sequence]]], log_x=False):
+def series_panels(panels: Sequence[Tuple[str, str, str, Mapping[str, Sequence]]], log_x=False, log_y=False):
     """A row of axes, one per (title, xlabel, ylabel, {series name: (xs, ys) or (xs, ys, std_errs)}), each
     with a legend; a series with std_errs gets error bars of one standard error. ``log_x``: one bool for
-    every panel, or one per panel (base-2 log x axis ticked at the data's x values)."""
+    every panel, or one per panel (base-2 log x axis ticked at the data's x values); ``log_y`` likewise
+    (log10 y axis, for positive quantities spanning decades)."""
     fig = _figure(4.2 * len(panels), 3.4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     logs = [bool(log_x)] * len(panels) if isinstance(log_x, bool) else [bool(v) for v in log_x]
-    for ax, (title, xlabel, ylabel, series), log in zip(axes, panels, logs):
+    logys = [bool(log_y)] * len(panels) if isinstance(log_y, bool) else [bool(v) for v in log_y]
+    for ax, (title, xlabel, ylabel, series), log, logy in zip(axes, panels, logs, logys):
         for j, (name, xy) in enumerate(series.items()):
             color = RUN_COLORS[j % len(RUN_COLORS)]
             if len(xy) == 3:
@@ -224,6 +226,8 @@ def series_panels(panels: Sequence[Tuple[str, str, str, Mapping[str, Sequence]]]
             ax.set_xscale("log", base=2)
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
+        if logy:
+            ax.set_yscale("log")
         _finish(ax, title, ylabel, xlabel=xlabel)
     return fig
 
