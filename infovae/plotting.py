@@ -205,18 +205,29 @@ def latent_projection(codes: np.ndarray, prior: np.ndarray, labels: Optional[np.
     return fig
 
 
-def series_panels(panels: Sequence[Tuple[str, str, str, Mapping[str, Curve]]], log_x: bool = False):
-    """A row of axes, one per (title, xlabel, ylabel, {series name: (xs, ys)}), each with a legend."""
+def series_panels(panels: Sequence[Tuple[str, str, str, Mapping[str, Sequence]]], log_x=False, log_y=False):
+    """A row of axes, one per (title, xlabel, ylabel, {series name: (xs, ys) or (xs, ys, std_errs)}), each
+    with a legend; a series with std_errs gets error bars of one standard error. ``log_x``: one bool for
+    every panel, or one per panel (base-2 log x axis ticked at the data's x values); ``log_y`` likewise
+    (log10 y axis, for positive quantities spanning decades)."""
     fig = _figure(4.2 * len(panels), 3.4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, xlabel, ylabel, series) in zip(axes, panels):
-        for j, (name, (xs, ys)) in enumerate(series.items()):
-            ax.plot(xs, ys, color=RUN_COLORS[j % len(RUN_COLORS)], marker="o", ms=4, lw=1.5, label=name)
-        if log_x:
-            ticks = sorted({x for xs, _ in series.values() for x in xs})
+    logs = [bool(log_x)] * len(panels) if isinstance(log_x, bool) else [bool(v) for v in log_x]
+    logys = [bool(log_y)] * len(panels) if isinstance(log_y, bool) else [bool(v) for v in log_y]
+    for ax, (title, xlabel, ylabel, series), log, logy in zip(axes, panels, logs, logys):
+        for j, (name, xy) in enumerate(series.items()):
+            color = RUN_COLORS[j % len(RUN_COLORS)]
+            if len(xy) == 3:
+                ax.errorbar(xy[0], xy[1], yerr=xy[2], color=color, marker="o", ms=4, lw=1.5, capsize=3, label=name)
+            else:
+                ax.plot(xy[0], xy[1], color=color, marker="o", ms=4, lw=1.5, label=name)
+        if log:
+            ticks = sorted({x for xy in series.values() for x in xy[0]})
             ax.set_xscale("log", base=2)
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
+        if logy:
+            ax.set_yscale("log")
         _finish(ax, title, ylabel, xlabel=xlabel)
     return fig
 

@@ -220,3 +220,18 @@ def test_epoch_lines_never_wrap_off_a_terminal(tmp_path):
     epoch_lines = [l for l in lines if l.startswith("epoch")]
     assert len(epoch_lines) == 2 and max(len(l) for l in epoch_lines) > 80  # long lines, kept whole
     assert all(l.startswith(("epoch", "run ")) for l in lines), lines
+
+
+def test_series_panels_error_bars_and_per_panel_log_axes():
+    from infovae.plotting import png_bytes, series_panels
+
+    fig = series_panels([("A", "z", "MMD²", {"m": ([2, 8], [0.01, 0.001], [0.002, 0.0003])}),
+                         ("D", "step", "MMD²", {"m": ([100, 200], [0.5, 0.05])})], log_x=[True, False], log_y=[True, True])
+    a, d = fig.axes
+    assert (a.get_xscale(), a.get_yscale(), d.get_xscale(), d.get_yscale()) == ("log", "log", "linear", "log")
+    bars = [c for c in a.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1  # one error-bar series; its vertical segments span value ± s.e.
+    segs = bars[0].lines[2][0].get_segments()
+    assert np.allclose([s[:, 1] for s in segs], [[0.008, 0.012], [0.0007, 0.0013]])
+    assert not [c for c in d.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert Image.open(io.BytesIO(png_bytes(fig))).size[0] > 0

@@ -6,7 +6,6 @@ Both use scikit-learn (imported on first use) and fixed, seeded splits of the la
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Dict, Optional
 
 import numpy as np
@@ -62,21 +61,23 @@ def class_distribution(
     pseudo_count: float = 1.0,
     classifier_test_fraction: float = 0.2,
     split_seed: int = 0,
+    classifier_cache: str = "",
 ) -> Dict[str, object]:
     """The InfoVAE paper's l_ce (nats): KL(c || c_hat) between the data's class histogram c and the
     histogram c_hat of classified ancestral samples; 0 when they match.
 
-    A multinomial logistic regression (scikit-learn, lbfgs, C=1) on the flattened model values is fit
-    on a seeded (1 - ``classifier_test_fraction``) share of the labelled examples; its accuracy on the
-    rest is reported. It labels ``num_generated`` (default N) ancestral samples (z ~ p(z), x ~ p(x|z)).
+    A small CNN (``infovae.classifier``) on the model values is fit on a seeded (1 - ``classifier_test_fraction``)
+    share of the labelled examples; its accuracy on the rest is reported (``classifier_accuracy``). With
+    ``classifier_cache`` (a directory) the fitted CNN is stored there as safetensors and reused by later calls
+    on the same data, labels and split. It labels ``num_generated`` (default N) ancestral samples
+    (z ~ p(z), x ~ p(x|z)).
     value = l_ce = -sum_c p_data(c) (log p_samples(c) - log p_data(c)) = KL(p_data || p_samples)
     (section 4.2.1 of the paper), where p_data is the histogram of the given labels and p_samples the
     classifier's histogram over the samples with ``pseudo_count`` added per class (1 by default, so
     that a class never generated costs a finite penalty). Details: ``cross_entropy`` H(p_data,
     p_samples) = value + entropy (this metric's headline before version 0.2) and ``entropy`` H(p_data).
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+    from ..classifier import describe, trained_classifier
 
     pseudo_count, classifier_test_fraction = float(pseudo_count), float(classifier_test_fraction)
     x = model_values(model, x)
@@ -96,20 +97,17 @@ def class_distribution(
     if num_generated < 1:
         raise ValueError(f"num_generated must be >= 1, got {num_generated}")
 
-    feats = _flat(x)
-    clf = LogisticRegression(C=1.0, max_iter=1000)
-    with warnings.catch_warnings():  # the reported held-out accuracy shows how good the fit is
-        warnings.simplefilter("ignore", category=ConvergenceWarning)
-        clf.fit(feats[tr.numpy()], y[tr].numpy())
-    accuracy = float(clf.score(feats[te.numpy()], y[te].numpy()))
+    num_classes = int(y.max()) + 1
+    with torch.enable_grad():
+        clf, info = trained_classifier(x.float(), y.to(x.device), tr.to(x.device), te.to(x.device), num_classes,
+                                       cache_dir=classifier_cache or None, seed=split_seed)
 
     generator = make_generator(generator, model_device(model))
     predicted = []
     for s in batches(num_generated, batch_size):
         samples = model.sample(s.stop - s.start, generator=generator)
-        predicted.append(clf.predict(_flat(samples)))
+        predicted.append(clf.predict(samples, batch_size))
     predicted = np.concatenate(predicted)
-    num_classes = int(y.max()) + 1
     res = class_cross_entropy(y.numpy(), predicted, num_classes, pseudo_count)
     ce, l_ce = res["cross_entropy"], res["kl"]
     if not math.isfinite(l_ce):
@@ -126,10 +124,12 @@ def class_distribution(
         "sample_histogram": res["sample_histogram"],
         "num_generated": num_generated,
         "pseudo_count": float(pseudo_count),
-        "classifier": "scikit-learn LogisticRegression on pixels (model values), lbfgs, C=1",
-        "classifier_accuracy": accuracy,
+        "classifier": describe(),
+        "classifier_accuracy": info["accuracy"],
         "classifier_train": int(tr.numel()),
         "classifier_test": int(te.numel()),
+        "classifier_cached": bool(info["cached"]),
+        "classifier_path": info["path"],
         "description": "l_ce = KL(data class histogram || histogram of classified ancestral samples), the paper's "
         "measure (0 when they match); cross_entropy = l_ce + entropy",
     }

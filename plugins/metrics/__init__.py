@@ -40,6 +40,7 @@ OPTIONS = {
         Option("num_generated", int, None, "ancestral samples to classify (default: as many as examples)", minimum=1),
         Option("pseudo_count", float, 1.0, "added to every class count of the samples (0: a class never generated gives inf)", minimum=0.0),
         Option("classifier_test_fraction", float, 0.2, "share of the labelled examples held out to score the classifier", greater_than=0.0, less_than=1.0),
+        Option("classifier_cache", str, "", "directory to keep the fitted CNN classifier in (safetensors) and reuse it from; empty: fit it every time"),
         SPLIT_SEED,
     ],
     "semi-supervised": [

@@ -81,10 +81,11 @@ def reconstruction() -> Metric:
 
 
 def class_distribution(num_generated: Optional[int] = None, pseudo_count: float = 1.0, classifier_test_fraction: float = 0.2,
-                       split_seed: int = 0) -> Metric:
+                       split_seed: int = 0, classifier_cache: str = "") -> Metric:
     return FunctionMetric("class-distribution", infovae.metrics.class_distribution,
                           {"num_generated": num_generated, "pseudo_count": pseudo_count,
-                           "classifier_test_fraction": classifier_test_fraction, "split_seed": split_seed}, needs_labels=True)
+                           "classifier_test_fraction": classifier_test_fraction, "split_seed": split_seed,
+                           "classifier_cache": classifier_cache}, needs_labels=True)
 
 
 def semi_supervised(num_labels: int = 1000, svm_c: float = 1.0, split_seed: int = 0) -> Metric:
