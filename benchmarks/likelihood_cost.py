@@ -1,5 +1,5 @@
 """Cost per example of the likelihood estimators on the Table 1 model (binarized MNIST 28x28, z = 5,
-conv encoder, gated PixelCNN decoder with the plugin's defaults), measured on this machine.
+conv encoder, gated PixelCNN decoder: the plugin's defaults, or ``--pixelcnn LAYERSxCHANNELS``), measured on this machine.
 
 Times a few real estimator calls at small settings and scales them to the evaluation settings:
 IS costs K decoder evaluations per example (forward only), AIS costs T x L x S forward+backward
@@ -8,6 +8,7 @@ network does not depend on them.
 
     python benchmarks/likelihood_cost.py                   # CPU, 64 rows per call
     python benchmarks/likelihood_cost.py --device cuda --rows 4096
+    python benchmarks/likelihood_cost.py --pixelcnn 2x16     # the CPU Table 1's small PixelCNN
 """
 from __future__ import annotations
 
@@ -34,11 +35,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--K", type=int, default=5000, help="IS samples per example to scale to")
     ap.add_argument("--ais", default="500,16,10", help="T,S,L to scale AIS to")
+    ap.add_argument("--pixelcnn", default="5x32", help="LAYERSxCHANNELS of the gated PixelCNN (5x32: the plugin's default)")
     args = ap.parse_args(argv)
+    layers, channels = (int(v) for v in args.pixelcnn.split("x"))
     T, S, L = (int(v) for v in args.ais.split(","))
     reg = infovae.registry()
     spec, _ = make_run_spec(dataset="binarized-mnist", dataset_options={"path": str(args.data)}, latent_dim=5,
-                            encoder="conv", encoder_options={}, decoder="pixelcnn", decoder_options={},
+                            encoder="conv", encoder_options={}, decoder="pixelcnn",
+                            decoder_options={"layers": layers, "channels": channels},
                             divergences=[("mmd", 10.0, {})], trainer=TrainerConfig(), reg=reg)
     torch.manual_seed(0)
     model, _ = build_model(spec, reg)
@@ -67,6 +71,7 @@ def main(argv=None) -> int:
     per_fwd_row = t_is / args.rows
     res = {
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}",
+        "pixelcnn": args.pixelcnn,
         "decoder_rows_per_call": args.rows,
         "forward_seconds_per_row": per_fwd_row,
         "forward_backward_seconds_per_row": per_fb_row,
