@@ -2,7 +2,8 @@
 encoder; a small gated PixelCNN) trained for a fixed number of steps, then scored by the estimators
 of ``infovae.estimators``, every phase resumable and written as it finishes.
 
-Phases (each skipped when its result is already in the output JSON; later calls extend them):
+Phases (each skipped when its result is already in the output JSON; later calls extend them; a run
+trained further drops the evaluations of its earlier step):
 
 1. train to ``--steps`` (resumable: an existing run continues; a larger ``--steps`` extends it);
    with ``--curve-every N`` the training stops every N steps and scores I_q(x;z) and the per-pixel
@@ -70,7 +71,7 @@ def parse_deadline(text: str):
 
 def model_spec(args, reg, name, steps=None):
     layers, channels = (int(v) for v in args.pixelcnn.split("x"))
-    cfg = TrainerConfig(batch_size=args.batch_size, steps=steps or args.steps, device="cpu", seed=args.seed, log_every=50,
+    cfg = TrainerConfig(batch_size=args.batch_size, steps=steps or args.steps, device=args.device, seed=args.seed, log_every=50,
                         valid=False, checkpoint_every=args.curve_every or 100)
     return make_run_spec(dataset="binarized-mnist", dataset_options={"path": str(args.data)}, latent_dim=5,
                          encoder="conv", encoder_options={}, decoder="pixelcnn",
@@ -90,11 +91,12 @@ def curve_point(model, spec, step: int, args, x_valid) -> dict:
     ``--curve-examples`` validation images, for the model as it is at ``step``."""
     was_training = model.training
     model.eval()
-    g = torch.Generator().manual_seed(args.seed)
+    dev = next(model.parameters()).device
+    g = torch.Generator(device=dev).manual_seed(args.seed)
     t0 = time.time()
     mi = evaluate_metrics(model, x_valid[: args.curve_mi_examples], ["mutual-information"], generator=g)["mutual-information"]
     xm = infovae.to_model(x_valid[: args.curve_examples], spec.data)
-    lp, ess = best_proposal(model, xm, args.curve_k, args, torch.Generator().manual_seed(args.seed))
+    lp, ess = best_proposal(model, xm.to(dev), args.curve_k, args, torch.Generator(device=dev).manual_seed(args.seed))
     model.train(was_training)
     nll = -lp
     return {"step": int(step), "mutual_information": mi["value"], "log_M": mi["log_M"],
@@ -138,18 +140,24 @@ def train(args, reg, name, res, save):
 
 def evaluate(args, reg, name, res, save):
     run = args.runs / name
-    spec, model, _ = load_run(run, device="cpu", reg=reg, with_objective=False)
+    spec, model, _ = load_run(run, device=args.device, reg=reg, with_objective=False)
     model.eval()
     ds = create_dataset(reg, spec.dataset)
     x_all = ds.split("test")
     idx = torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(0))[: args.eval_limit]
     x_raw = x_all[idx]
-    x = infovae.to_model(x_raw, spec.data)
+    x = infovae.to_model(x_raw, spec.data).to(model.device)
+    gen = lambda seed: torch.Generator(device=model.device).manual_seed(seed)  # noqa: E731
     res["test_indices_seed"] = 0
+    step = int(read_status(run).get("step", 0))
+    if res.get("eval_step") != step:  # a longer-trained model: earlier evaluations are of another model
+        for key in ("codes", "encoder_scale", "best_is", "k_curve", "ais"):
+            res.pop(key, None)
+        res["eval_step"] = step
     if "codes" not in res:
         t0 = time.time()
         base = evaluate_metrics(model, x_raw, "reconstruction,kl,active-units,mutual-information",
-                                generator=torch.Generator().manual_seed(args.seed))
+                                generator=gen(args.seed))
         with torch.no_grad():
             scales = torch.cat([model.posterior(x[i:i + 500]).base_dist.scale for i in range(0, x.shape[0], 500)])
         res["codes"] = {k: {kk: v[kk] for kk in ("value", "std_err", "log_M") if kk in v} for k, v in base.items()}
@@ -167,7 +175,7 @@ def evaluate(args, reg, name, res, save):
     while len(best["nll"]) < x.shape[0] and not past(args.deadline):
         i = len(best["nll"])
         t0 = time.time()
-        lp, ess = best_proposal(model, x[i:i + args.chunk], args.k, args, torch.Generator().manual_seed(args.seed + i))
+        lp, ess = best_proposal(model, x[i:i + args.chunk], args.k, args, gen(args.seed + i))
         best["nll"] += (-lp).tolist()
         best["ess"] += ess.tolist()
         best["seconds"] += time.time() - t0
@@ -182,7 +190,7 @@ def evaluate(args, reg, name, res, save):
             if str(k) in kc[label] or past(args.deadline):
                 continue
             t0 = time.time()
-            g = torch.Generator().manual_seed(args.seed)
+            g = gen(args.seed)
             if label == "best":
                 lp, ess = best_proposal(model, xs, k, args, g)
             else:
@@ -204,7 +212,7 @@ def evaluate(args, reg, name, res, save):
             t0 = time.time()
             lp, se, info = ais_log_likelihood(model, x[i:i + 1], steps=t, chains=s, leapfrog_steps=lf,
                                               pilot_chains=args.pilot_chains,
-                                              generator=torch.Generator().manual_seed(args.seed + i), batch_size=args.rows)
+                                              generator=gen(args.seed + i), batch_size=args.rows)
             a["nll"].append(float(-lp[0]))
             a["mc_se"].append(float(se[0]))
             a["accept_mean"].append(info["accept_mean"])
@@ -225,6 +233,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--pixelcnn", default="2x16", help="LAYERSxCHANNELS of the gated PixelCNN")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--curve-every", type=int, default=0, help="score MI and NLL every N training steps (Figure 1)")
     ap.add_argument("--curve-examples", type=int, default=100, help="validation images for the curve's NLL")
     ap.add_argument("--curve-mi-examples", type=int, default=500, help="validation images for the curve's MI")
@@ -244,13 +253,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k]
     args.deadline = parse_deadline(args.deadline)
-    torch.set_num_threads(1)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
     reg = infovae.registry()
     out = args.out or args.runs / f"{args.model}.json"
     res = json.loads(out.read_text()) if out.exists() else {}
     res["model"], res["divergences"], res["pixelcnn"] = args.model, MODELS[args.model], args.pixelcnn
     res["budget"] = {"steps": args.steps, "batch_size": args.batch_size}
-    res["machine"] = f"{platform.machine()}, torch {torch.__version__}, 1 thread"
+    res["machine"] = f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
