@@ -222,10 +222,72 @@ def evaluate(args, reg, name, res, save):
                   f"accept {info['accept_mean']:.2f}, {time.time() - t0:.0f} s)", flush=True)
 
 
+def _mean_se(values) -> tuple:
+    v = torch.tensor(values, dtype=torch.float64)
+    return float(v.mean()), (float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")), int(v.numel())
+
+
+def _paired(results, key, base, n) -> dict:
+    """{model: (mean difference to ``base``, paired s.e.)} over the first n images of results[m][key]["nll"]."""
+    b = torch.tensor(results[base][key]["nll"][:n], dtype=torch.float64)
+    out = {}
+    for m, r in results.items():
+        d = torch.tensor(r[key]["nll"][:n], dtype=torch.float64) - b
+        out[m] = (float(d.mean()), float(d.std() / math.sqrt(n)) if n > 1 else float("nan"))
+    return out
+
+
+def markdown(results) -> str:
+    """Table 1 (codes, best-proposal IS, AIS, paired differences to the first model), then NLL against K."""
+    names = list(results)
+    base = names[0]
+    n_is = min(len(r.get("best_is", {}).get("nll", [])) for r in results.values())
+    n_ais = min(len(r.get("ais", {}).get("nll", [])) for r in results.values())
+    d_is = _paired(results, "best_is", base, n_is) if n_is else {}
+    d_ais = _paired(results, "ais", base, n_ais) if n_ais > 0 else {}
+    first = results[base]
+    lines = [f"| model | steps | train s | recon. nats | KL nats | I_q(x;z) (log M) | active | enc. σ geo-mean | "
+             f"best IS, {n_is} images (ESS of K={first.get('best_is', {}).get('K')}) | vs {base} (paired) | "
+             f"AIS, {n_ais} images (accept) | vs {base} (paired) | best IS on the AIS images |",
+             "| --- " * 13 + "|"]
+    for m, r in results.items():
+        c = r.get("codes", {})
+        g = lambda k, f=".2f": format(c[k]["value"], f) if k in c else "—"  # noqa: E731
+        mi = f"{c['mutual-information']['value']:.2f} ({c['mutual-information']['log_M']:.2f})" if "mutual-information" in c else "—"
+        best = r.get("best_is", {})
+        bm, bs, _ = _mean_se(best["nll"][:n_is]) if n_is else (float("nan"),) * 3
+        ess = sum(best["ess"][:n_is]) / n_is if n_is else float("nan")
+        a = r.get("ais", {})
+        am, asd, _ = _mean_se(a["nll"][:n_ais]) if n_ais else (float("nan"),) * 3
+        acc = sum(a["accept_mean"][:n_ais]) / n_ais if n_ais else float("nan")
+        bam = _mean_se(best["nll"][:n_ais])[0] if n_ais and len(best.get("nll", [])) >= n_ais else float("nan")
+        di = d_is.get(m, (float("nan"),) * 2)
+        da = d_ais.get(m, (float("nan"),) * 2)
+        lines.append(
+            f"| {m} | {r.get('steps', '—')} | {r.get('train_seconds', float('nan')):.0f} | {g('reconstruction')} | {g('kl')} | {mi} | "
+            f"{g('active-units', '.0f')} | {r.get('encoder_scale', {}).get('geo_mean', float('nan')):.3g} | "
+            f"{bm:.2f} ± {bs:.2f} ({ess:.1f}) | {di[0]:+.2f} ± {di[1]:.2f} | {am:.2f} ± {asd:.2f} ({acc:.2f}) | "
+            f"{da[0]:+.2f} ± {da[1]:.2f} | {bam:.2f} |")
+    ks = sorted({int(k) for r in results.values() for k in r.get("k_curve", {}).get("encoder", {})})
+    if ks:
+        n = first["k_curve"]["n"]
+        lines += ["", f"NLL against K on the first {n} images (mean, ESS in brackets):", "",
+                  "| model | proposal | " + " | ".join(f"K={k}" for k in ks) + " |", "| --- " * (2 + len(ks)) + "|"]
+        for m, r in results.items():
+            for label, text in (("encoder", "q(z\\|x)"), ("best", "refined x1.5 + prior 0.2")):
+                cells = []
+                for k in ks:
+                    v = r.get("k_curve", {}).get(label, {}).get(str(k))
+                    cells.append("—" if v is None else f"{v['value']:.2f} ({v['ess_mean']:.1f})")
+                lines.append(f"| {m} | {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--model", required=True, choices=list(MODELS))
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--model", default=None, choices=list(MODELS))
+    ap.add_argument("--table", default="", help="print the Markdown table of these result JSONs (comma-separated; the first is the reference)")
     ap.add_argument("--runs", type=Path, default=Path("runs/table1_cpu"))
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default RUNS/MODEL.json)")
     ap.add_argument("--phase", choices=("train", "evaluate", "both"), default="both")
@@ -251,6 +313,15 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=1024, help="decoder rows per call")
     ap.add_argument("--deadline", default="", help="HH:MM UTC: start no new chunk after it")
     args = ap.parse_args(argv)
+    if args.table:
+        results = {}
+        for p in args.table.split(","):
+            r = json.loads(Path(p).read_text())
+            results[r["model"]] = r
+        print(markdown(results))
+        return 0
+    if args.data is None or args.model is None:
+        ap.error("give --data and --model (or --table FILES)")
     args.ks = [int(k) for k in args.ks.split(",") if k]
     args.deadline = parse_deadline(args.deadline)
     if args.device == "cpu":
