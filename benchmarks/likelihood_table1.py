@@ -15,8 +15,8 @@ trained further drops the evaluations of its earlier step):
    per-example values are kept (so a stopped call loses at most one chunk);
 4. NLL against K (``--ks``) on the first ``--ks-limit`` of them, with q(z|x) and with the best
    proposal, with ESS;
-5. AIS (``--ais T,S,L``) one image at a time on the first ``--ais-limit`` images (the same seeded
-   images for every model, so models pair per image).
+5. AIS (``--ais T,S,L``) ``--ais-batch`` images at a time on the first ``--ais-limit`` images (the
+   same seeded images for every model, so models pair per image).
 
 ``--deadline HH:MM`` (UTC) stops starting new chunks after that time; everything done is kept.
 
@@ -207,18 +207,20 @@ def evaluate(args, reg, name, res, save):
                                    "accept_mean": [], "seconds": 0.0})
         if (a["T"], a["S"], a["L"]) != (t, s, lf):
             raise SystemExit(f"{name}: saved AIS used T,S,L = {a['T']},{a['S']},{a['L']}; use a new --out or the same settings")
-        while len(a["nll"]) < min(args.ais_limit, x.shape[0]) and not past(args.deadline):
+        limit = min(args.ais_limit, x.shape[0])
+        while len(a["nll"]) < limit and not past(args.deadline):
             i = len(a["nll"])
+            j = min(i + args.ais_batch, limit)
             t0 = time.time()
-            lp, se, info = ais_log_likelihood(model, x[i:i + 1], steps=t, chains=s, leapfrog_steps=lf,
+            lp, se, info = ais_log_likelihood(model, x[i:j], steps=t, chains=s, leapfrog_steps=lf,
                                               pilot_chains=args.pilot_chains,
-                                              generator=gen(args.seed + i), batch_size=args.rows)
-            a["nll"].append(float(-lp[0]))
-            a["mc_se"].append(float(se[0]))
-            a["accept_mean"].append(info["accept_mean"])
+                                              generator=gen(args.seed + i), batch_size=max(args.rows, s * (j - i)))
+            a["nll"] += (-lp).tolist()
+            a["mc_se"] += se.tolist()
+            a["accept_mean"] += [info["accept_mean"]] * (j - i)
             a["seconds"] += time.time() - t0
             save()
-            print(f"[{name}] AIS image {i}: {a['nll'][-1]:.2f} (best IS {best['nll'][i] if i < len(best['nll']) else float('nan'):.2f}, "
+            print(f"[{name}] AIS images {i}-{j - 1}: {float(-lp.mean()):.2f} (best IS {sum(best['nll'][i:j]) / max(1, len(best['nll'][i:j])):.2f}, "
                   f"accept {info['accept_mean']:.2f}, {time.time() - t0:.0f} s)", flush=True)
 
 
@@ -309,6 +311,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ks-limit", type=int, default=20)
     ap.add_argument("--ais", default="", metavar="T,S,L")
     ap.add_argument("--ais-limit", type=int, default=20)
+    ap.add_argument("--ais-batch", type=int, default=1, help="images per AIS call (1 on a CPU; hundreds on a GPU)")
     ap.add_argument("--pilot-chains", type=int, default=2)
     ap.add_argument("--rows", type=int, default=1024, help="decoder rows per call")
     ap.add_argument("--deadline", default="", help="HH:MM UTC: start no new chunk after it")
