@@ -13,10 +13,10 @@ trained further drops the evaluations of its earlier step):
 3. NLL by importance sampling with the best proposal (q(z|x) refined per example by Adam on the
    ELBO, scale x1.5, mixed 80/20 with the prior), K = ``--k``, on the same images, in chunks whose
    per-example values are kept (so a stopped call loses at most one chunk);
-4. NLL against K (``--ks``) on the first ``--ks-limit`` of them, with q(z|x) and with the best
-   proposal, with ESS;
-5. AIS (``--ais T,S,L``) ``--ais-batch`` images at a time on the first ``--ais-limit`` images (the
-   same seeded images for every model, so models pair per image).
+4. AIS (``--ais T,S,L``) ``--ais-batch`` images at a time on the first ``--ais-limit`` images (the
+   same seeded images for every model, so models pair per image);
+5. NLL against K (``--ks``) on the first ``--ks-limit`` of them, with q(z|x) and with the best
+   proposal, with ESS.
 
 ``--deadline HH:MM`` (UTC) stops starting new chunks after that time; everything done is kept.
 
@@ -182,25 +182,7 @@ def evaluate(args, reg, name, res, save):
         save()
         v = torch.tensor(best["nll"], dtype=torch.float64)
         print(f"[{name}] best IS K={args.k} on {v.numel()}: {float(v.mean()):.2f} ± {float(v.std() / math.sqrt(v.numel())):.2f}", flush=True)
-    # 4. NLL against K on a subset.
-    kc = res.setdefault("k_curve", {"n": args.ks_limit, "encoder": {}, "best": {}})
-    xs = x[: args.ks_limit]
-    for label in ("best", "encoder"):
-        for k in args.ks:
-            if str(k) in kc[label] or past(args.deadline):
-                continue
-            t0 = time.time()
-            g = gen(args.seed)
-            if label == "best":
-                lp, ess = best_proposal(model, xs, k, args, g)
-            else:
-                lp, ess = proposal_log_likelihood(model, xs, k, generator=g, batch_size=args.rows)
-            nll = -lp
-            kc[label][str(k)] = {"value": float(nll.mean()), "std_err": float(nll.std() / math.sqrt(nll.numel())),
-                                 "ess_mean": float(ess.mean()), "nll": nll.tolist(), "seconds": time.time() - t0}
-            save()
-            print(f"[{name}] {label} K={k} on {xs.shape[0]}: {float(nll.mean()):.2f} (ESS {float(ess.mean()):.1f})", flush=True)
-    # 5. AIS, one image at a time.
+    # 4. AIS, --ais-batch images at a time, before the K curve: it is what says how tight the rest is.
     if args.ais:
         t, s, lf = (int(v) for v in args.ais.split(","))
         a = res.setdefault("ais", {"T": t, "S": s, "L": lf, "pilot_chains": args.pilot_chains, "nll": [], "mc_se": [],
@@ -223,6 +205,24 @@ def evaluate(args, reg, name, res, save):
             print(f"[{name}] AIS images {i}-{j - 1}: {float(-lp.mean()):.2f} (best IS {sum(best['nll'][i:j]) / max(1, len(best['nll'][i:j])):.2f}, "
                   f"accept {info['accept_mean']:.2f}, {time.time() - t0:.0f} s)", flush=True)
 
+    # 5. NLL against K on a subset.
+    kc = res.setdefault("k_curve", {"n": args.ks_limit, "encoder": {}, "best": {}})
+    xs = x[: args.ks_limit]
+    for label in ("best", "encoder"):
+        for k in args.ks:
+            if str(k) in kc[label] or past(args.deadline):
+                continue
+            t0 = time.time()
+            g = gen(args.seed)
+            if label == "best":
+                lp, ess = best_proposal(model, xs, k, args, g)
+            else:
+                lp, ess = proposal_log_likelihood(model, xs, k, generator=g, batch_size=args.rows)
+            nll = -lp
+            kc[label][str(k)] = {"value": float(nll.mean()), "std_err": float(nll.std() / math.sqrt(nll.numel())),
+                                 "ess_mean": float(ess.mean()), "nll": nll.tolist(), "seconds": time.time() - t0}
+            save()
+            print(f"[{name}] {label} K={k} on {xs.shape[0]}: {float(nll.mean()):.2f} (ESS {float(ess.mean()):.1f})", flush=True)
 
 def _mean_se(values) -> tuple:
     v = torch.tensor(values, dtype=torch.float64)
