@@ -12,7 +12,8 @@ trained further drops the evaluations of its earlier step):
    units, the encoder's σ;
 3. NLL by importance sampling with the best proposal (q(z|x) refined per example by Adam on the
    ELBO, scale x1.5, mixed 80/20 with the prior), K = ``--k``, on the same images, in chunks whose
-   per-example values are kept (so a stopped call loses at most one chunk);
+   per-example values are kept (so a stopped call loses at most one chunk); with ``--is-first N``
+   on the first N images here and on the rest after phase 5;
 4. AIS (``--ais T,S,L``) ``--ais-batch`` images at a time on the first ``--ais-limit`` images (the
    same seeded images for every model, so models pair per image);
 5. NLL against K (``--ks``) on the first ``--ks-limit`` of them, with q(z|x) and with the best
@@ -167,21 +168,25 @@ def evaluate(args, reg, name, res, save):
         save()
         print(f"[{name}] codes: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in res["codes"].items())
               + f", σ geo-mean {res['encoder_scale']['geo_mean']:.3g}", flush=True)
-    # 3. best proposal on all eval images, chunked.
+    # 3. best proposal, chunked: first on --is-first images, the rest after AIS and the K curve.
     best = res.setdefault("best_is", {"K": args.k, "refine_steps": args.refine_steps, "refine_samples": args.refine_samples,
                                       "nll": [], "ess": [], "seconds": 0.0})
     if best["K"] != args.k or best["refine_steps"] != args.refine_steps:
         raise SystemExit(f"{name}: saved best_is used K={best['K']}, refine {best['refine_steps']}; use a new --out or the same settings")
-    while len(best["nll"]) < x.shape[0] and not past(args.deadline):
-        i = len(best["nll"])
-        t0 = time.time()
-        lp, ess = best_proposal(model, x[i:i + args.chunk], args.k, args, gen(args.seed + i))
-        best["nll"] += (-lp).tolist()
-        best["ess"] += ess.tolist()
-        best["seconds"] += time.time() - t0
-        save()
-        v = torch.tensor(best["nll"], dtype=torch.float64)
-        print(f"[{name}] best IS K={args.k} on {v.numel()}: {float(v.mean()):.2f} ± {float(v.std() / math.sqrt(v.numel())):.2f}", flush=True)
+
+    def best_is(limit):
+        while len(best["nll"]) < limit and not past(args.deadline):
+            i = len(best["nll"])
+            t0 = time.time()
+            lp, ess = best_proposal(model, x[i:min(i + args.chunk, limit)], args.k, args, gen(args.seed + i))
+            best["nll"] += (-lp).tolist()
+            best["ess"] += ess.tolist()
+            best["seconds"] += time.time() - t0
+            save()
+            v = torch.tensor(best["nll"], dtype=torch.float64)
+            print(f"[{name}] best IS K={args.k} on {v.numel()}: {float(v.mean()):.2f} ± {float(v.std() / math.sqrt(v.numel())):.2f}", flush=True)
+
+    best_is(min(args.is_first or x.shape[0], x.shape[0]))
     # 4. AIS, --ais-batch images at a time, before the K curve: it is what says how tight the rest is.
     if args.ais:
         t, s, lf = (int(v) for v in args.ais.split(","))
@@ -223,6 +228,7 @@ def evaluate(args, reg, name, res, save):
                                  "ess_mean": float(ess.mean()), "nll": nll.tolist(), "seconds": time.time() - t0}
             save()
             print(f"[{name}] {label} K={k} on {xs.shape[0]}: {float(nll.mean()):.2f} (ESS {float(ess.mean()):.1f})", flush=True)
+    best_is(x.shape[0])
 
 def _mean_se(values) -> tuple:
     v = torch.tensor(values, dtype=torch.float64)
@@ -307,6 +313,8 @@ def main(argv=None) -> int:
     ap.add_argument("--refine-steps", type=int, default=10)
     ap.add_argument("--refine-samples", type=int, default=2)
     ap.add_argument("--chunk", type=int, default=50, help="images per saved chunk")
+    ap.add_argument("--is-first", type=int, default=0,
+                    help="score the best proposal on the first N images, then AIS and the K curve, then the rest (0: all first)")
     ap.add_argument("--ks", default="1,10,100,1000")
     ap.add_argument("--ks-limit", type=int, default=20)
     ap.add_argument("--ais", default="", metavar="T,S,L")
