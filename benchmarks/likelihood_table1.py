@@ -137,6 +137,8 @@ def train(args, reg, name, res, save):
         res["steps"] = int(read_status(run).get("step", 0))
         save()
         print(f"[{name}] trained to step {res['steps']} ({t_total:.0f} s)", flush=True)
+        if read_status(run).get("status") == "interrupted":  # a signal stopped the fit: stop here too
+            raise SystemExit(f"[{name}] training interrupted at step {res['steps']}; run the same command to continue")
 
 
 def evaluate(args, reg, name, res, save):
@@ -246,7 +248,8 @@ def _paired(results, key, base, n) -> dict:
 
 
 def markdown(results) -> str:
-    """Table 1 (codes, best-proposal IS, AIS, paired differences to the first model), then NLL against K."""
+    """Table 1 (codes, best-proposal IS, AIS, paired differences to the first model), then NLL against K.
+    "train s" is wall time of training alone (the curve points' time subtracted)."""
     names = list(results)
     base = names[0]
     n_is = min(len(r.get("best_is", {}).get("nll", [])) for r in results.values())
@@ -272,7 +275,7 @@ def markdown(results) -> str:
         di = d_is.get(m, (float("nan"),) * 2)
         da = d_ais.get(m, (float("nan"),) * 2)
         lines.append(
-            f"| {m} | {r.get('steps', '—')} | {r.get('train_seconds', float('nan')):.0f} | {g('reconstruction')} | {g('kl')} | {mi} | "
+            f"| {m} | {r.get('steps', '—')} | {r.get('train_seconds', float('nan')) - sum(p['seconds'] for p in r.get('curve', [])):.0f} | {g('reconstruction')} | {g('kl')} | {mi} | "
             f"{g('active-units', '.0f')} | {r.get('encoder_scale', {}).get('geo_mean', float('nan')):.3g} | "
             f"{bm:.2f} ± {bs:.2f} ({ess:.1f}) | {di[0]:+.2f} ± {di[1]:.2f} | {am:.2f} ± {asd:.2f} ({acc:.2f}) | "
             f"{da[0]:+.2f} ± {da[1]:.2f} | {bam:.2f} |")
