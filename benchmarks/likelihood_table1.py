@@ -281,7 +281,7 @@ def markdown(results) -> str:
             f"{da[0]:+.2f} ± {da[1]:.2f} | {bam:.2f} |")
     ks = sorted({int(k) for r in results.values() for k in r.get("k_curve", {}).get("encoder", {})})
     if ks:
-        n = first["k_curve"]["n"]
+        n = min(r["k_curve"]["n"] for r in results.values() if "k_curve" in r)
         lines += ["", f"NLL against K on the first {n} images (mean, ESS in brackets):", "",
                   "| model | proposal | " + " | ".join(f"K={k}" for k in ks) + " |", "| --- " * (2 + len(ks)) + "|"]
         for m, r in results.items():
