@@ -27,6 +27,7 @@ import torch
 import infovae
 from infovae.api import load_run, resume_training, start_training
 from infovae.build import create_dataset, make_run_spec
+from infovae.estimators import ais_log_likelihood
 from infovae.estimators.bdmc import bdmc, simulate
 from infovae.io import atomic_write_json
 from infovae.metrics import evaluate_metrics
@@ -105,9 +106,14 @@ def evaluate(args, reg, name):
         print(f"  [{name}] IS {label} K={kp}: {r['value']:.2f} ± {r['std_err']:.2f} (ESS {r['ess_mean']:.1f})", flush=True)
     xa = x[: args.ais_limit]
     t1 = time.time()
-    r = evaluate_metrics(model, xa, ["nll"], generator=g(), batch_size=args.batch_eval, estimator="ais",
-                         ais_steps=args.ais_steps, ais_chains=args.ais_chains, leapfrog_steps=args.leapfrog)["nll"]
-    out["ais"] = _keep(r, time.time() - t1)
+    # AIS per example (kept, so models pair per image: the subset is the same seeded images for every model).
+    lp, se, info = ais_log_likelihood(model, infovae.to_model(xa, spec.data).to(model.device), steps=args.ais_steps,
+                                      chains=args.ais_chains, leapfrog_steps=args.leapfrog, generator=g(),
+                                      batch_size=args.batch_eval)
+    nll = (-lp).double()
+    r = {"value": float(nll.mean()), "std_err": float(nll.std() / math.sqrt(nll.numel())),
+         "estimator_std_err": float(se.pow(2).sum().sqrt() / nll.numel()), "n": int(nll.numel()), **info}
+    out["ais"] = {**_keep(r, time.time() - t1), "per_example": nll.tolist(), "pilot_adapted": True}
     # The IS estimates on the same AIS subset, for a paired comparison.
     out["paired"] = {}
     for label, opts in (("is_encoder", {"num_samples": max(args.ks)}),
@@ -172,6 +178,8 @@ def main(argv=None) -> int:
         for p in str(args.out).split(","):
             merged.update({k: v for k, v in json.loads(Path(p).read_text()).items() if k != "_meta"})
         print(markdown(merged, [m for m in models if m in merged]))
+        print()
+        print(paired(merged, [m for m in models if m in merged]))
         return 0
     reg = infovae.registry()
     path = Path(args.out) if args.out else args.runs / "likelihood_gap.json"
@@ -188,6 +196,24 @@ def main(argv=None) -> int:
     if args.phase != "train":
         print(markdown(results, models))
     return 0
+
+
+def paired(results, models) -> str:
+    """AIS per image against the first model, on the images every listed model has (mean difference and
+    its paired standard error)."""
+    have = [m for m in models if "per_example" in results[m].get("ais", {})]
+    if len(have) < 2:
+        return ""
+    n = min(len(results[m]["ais"]["per_example"]) for m in have)
+    base = torch.tensor(results[have[0]]["ais"]["per_example"][:n], dtype=torch.float64)
+    rows = [f"Paired AIS on the same first {n} images:", "", f"| model | AIS NLL ({n} images, ± s.e.) | difference to {have[0]} (± paired s.e.) |",
+            "| --- | --- | --- |"]
+    for m in have:
+        v = torch.tensor(results[m]["ais"]["per_example"][:n], dtype=torch.float64)
+        d = v - base
+        rows.append(f"| {m} | {float(v.mean()):.2f} ± {float(v.std() / math.sqrt(n)):.2f} | "
+                    f"{float(d.mean()):+.2f} ± {float(d.std() / math.sqrt(n)) if m != have[0] else 0.0:.2f} |")
+    return "\n".join(rows)
 
 
 def markdown(results, models) -> str:
