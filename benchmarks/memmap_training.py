@@ -18,7 +18,11 @@ Throughput: the machine is shared, so whole-run examples/s of separate processes
 swing by 2x with the load. Instead one process holds both trainers and alternates
 them step by step (each step = fetching its batch + the optimisation step), for
 ``--steps`` steps after a warm-up; the ratio of the median step times is the figure.
-Prints medians and ratios as JSON.
+Prints medians and ratios as JSON, with the load average before and after.
+
+``--baseline-tree DIR`` also runs every memmap trial with the infovae package found in
+DIR (e.g. ``git archive`` of an earlier commit, with ``plugins`` copied to
+``infovae/plugins``), interleaved with the current code, for before/after figures.
 """
 from __future__ import annotations
 
@@ -101,8 +105,15 @@ def make_big(src_npz: Path, path: Path, gib: float) -> int:
     return n
 
 
-def trial(dataset: str, options: dict, steps: int, out: Path) -> dict:
+def _env(tree) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    return env
+
+
+def trial(dataset: str, options: dict, steps: int, out: Path, tree=None) -> dict:
+    env = _env(tree)
     res = subprocess.run([sys.executable, "-c", TRIAL, dataset, json.dumps(options), str(steps), str(out)],
                          capture_output=True, text=True, env=env, check=False)
     if res.returncode:
@@ -117,7 +128,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scratch", type=Path, default=None, help="directory for the big file (default: a temporary one)")
+    ap.add_argument("--baseline-tree", type=Path, default=None, help="also run the memmap trials with the infovae in this directory")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="infovae-memmap-", dir=args.scratch))
     try:
         big = scratch / "big.npy"
@@ -125,21 +138,36 @@ def main() -> None:
         size_gib = big.stat().st_size / 2**30
         mem_opts, map_opts = {"path": str(args.data)}, {"path": str(big), "kind": "binary"}
         rows = {"in-memory": [], "memmap": []}
+        if args.baseline_tree is not None:
+            rows["memmap-baseline-tree"] = []
         for r in range(args.repeats):
             rows["in-memory"].append(trial("binarized-mnist", mem_opts, args.steps, scratch / "run-mem"))
             rows["memmap"].append(trial("array", map_opts, args.steps, scratch / "run-map"))
+            if args.baseline_tree is not None:
+                rows["memmap-baseline-tree"].append(trial("array", map_opts, args.steps, scratch / "run-old", args.baseline_tree))
         med = {k: {m: statistics.median(t[m] for t in v) for m in ("rss_after_imports_mib", "peak_rss_mib")} for k, v in rows.items()}
         for v in med.values():
             v["added_rss_mib"] = v["peak_rss_mib"] - v["rss_after_imports_mib"]
-        step_ms = []
+        step_ms, step_ms_old = [], []
         for r in range(args.repeats):
-            res = subprocess.run([sys.executable, "-c", INTERLEAVED, json.dumps(mem_opts), json.dumps(map_opts), str(args.steps), str(scratch / "inter-")],
-                                 capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-            if res.returncode:
-                raise SystemExit(res.stderr[-3000:])
-            step_ms.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            for tree, into in ((None, step_ms), (args.baseline_tree, step_ms_old)):
+                if into is step_ms_old and tree is None:
+                    continue
+                res = subprocess.run([sys.executable, "-c", INTERLEAVED, json.dumps(mem_opts), json.dumps(map_opts), str(args.steps), str(scratch / "inter-")],
+                                     capture_output=True, text=True, env=_env(tree))
+                if res.returncode:
+                    raise SystemExit(res.stderr[-3000:])
+                into.append(json.loads(res.stdout.strip().splitlines()[-1]))
         ratios = [s["in-memory"] / s["memmap"] for s in step_ms]
+        eps = {k: statistics.median(t["examples_per_second"] for t in v) for k, v in rows.items()}
         result = {
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "whole_run_examples_per_second_medians": eps,
+            "whole_run_ratio_memmap_over_in_memory": eps["memmap"] / eps["in-memory"],
+            **({"whole_run_ratio_baseline_tree_over_in_memory": eps["memmap-baseline-tree"] / eps["in-memory"],
+                "median_step_ms_baseline_tree": step_ms_old,
+                "throughput_ratio_baseline_tree": statistics.median(s["in-memory"] / s["memmap"] for s in step_ms_old)}
+               if args.baseline_tree is not None else {}),
             "file_gib": round(size_gib, 3), "examples": n, "steps": args.steps, "repeats": args.repeats, "memory_medians": med,
             "median_step_ms": step_ms, "throughput_ratio_memmap_over_in_memory": statistics.median(ratios), "ratios": ratios,
             "memory_trials": rows,

@@ -36,10 +36,12 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
+from ..errors import InfovaeError
+
 DISTRIBUTED_MODES = ("rank0", "sharded")
 
 
-class MetricRankError(RuntimeError):
+class MetricRankError(InfovaeError):
     """A metric failed on another rank; that rank reports why."""
 
 
