@@ -5,8 +5,8 @@ to the device and indexes directly (the fast path), or any *indexable uint8
 source*: an object with ``shape`` (N, C, H, W), a uint8 ``dtype`` and
 ``source[idx]`` for an int64 index array returning the rows (a numpy array or a
 tensor) in that order; ``numpy.memmap`` and the built-in ``array`` data set's rows
-are two. Sources are read through ``torch.utils.data.DataLoader`` (worker processes on CUDA,
-a read-ahead thread on CPU) with exactly the batches of the in-memory path: epoch e's permutation seeded by
+are two. Sources are read through ``torch.utils.data.DataLoader``
+with exactly the batches of the in-memory path: epoch e's permutation seeded by
 (seed, e), rank r of W taking rows r*B/W .. (r+1)*B/W - 1 of each global batch.
 """
 from __future__ import annotations
@@ -77,77 +77,20 @@ class StepBatches(torch.utils.data.Dataset):
         return _as_tensor(self.source[self._perm[lo:lo + self.b]])
 
 
-def loader_batches(batches: StepBatches, device: torch.device, workers: int = -1, read_ahead: int = 4) -> Iterator[torch.Tensor]:
-    """uint8 batches on ``device`` through a DataLoader.
-
-    workers -1: on CUDA min(4, CPUs per local rank) worker processes and pinned memory; on CPU no
-    worker process but a read-ahead thread of this process that keeps ``read_ahead`` batches
-    ready. Measured on 2 shared vCPUs (benchmarks/memmap_training.py, RESULTS.md): a worker
-    process spent ~4 ms of CPU per 64-row batch on handing it over (a shared-memory segment
-    and a file descriptor per tensor) against ~0.3 ms to read it, and that CPU is taken from
-    the training step; it also needs ~0.1-0.2 s to start. The thread's reads are positioned
-    reads that release the GIL, so they overlap the step's torch kernels.
-    """
+def loader_batches(batches: StepBatches, device: torch.device, workers: int = -1) -> Iterator[torch.Tensor]:
+    """uint8 batches on ``device`` through a DataLoader with worker processes that read ahead
+    (``workers`` -1: on CUDA min(4, CPUs per local rank) and pinned memory; on CPU one worker,
+    so reading overlaps the model's step, or none on a single-core machine)."""
     cuda = device.type == "cuda"
     if workers < 0:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         per_rank = max(1, (os.cpu_count() or 1) // local)
-        workers = min(4, per_rank) if cuda else 0
+        workers = min(4, per_rank) if cuda else (1 if per_rank >= 2 else 0)
     kw = {"num_workers": workers, "pin_memory": cuda}
     if workers > 0:
         kw.update(prefetch_factor=4, persistent_workers=False)
     # Its own generator: a DataLoader otherwise draws its workers' base seed from torch's global
     # generator, which would shift the reparameterisation noise of every later step.
     dl = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, generator=torch.Generator().manual_seed(0), **kw)
-    source = iter(dl) if workers > 0 or read_ahead < 1 else _read_ahead(iter(dl), read_ahead)
-    for xb in source:
+    for xb in dl:
         yield xb.to(device, non_blocking=cuda)
-
-
-_DONE = object()
-
-
-def _read_ahead(it: Iterator[Any], depth: int) -> Iterator[Any]:
-    """The items of ``it``, produced by a daemon thread up to ``depth`` items ahead of the consumer.
-
-    An exception in the thread is raised in the consumer; closing the generator stops the thread
-    (it never blocks longer than 0.1 s on a full queue without checking)."""
-    import queue
-    import threading
-
-    q: "queue.Queue" = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            item = _DONE
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            item = exc
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    thread = threading.Thread(target=produce, name="infovae-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
