@@ -53,6 +53,8 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
       infovae evaluate runs/default --metrics nll -o nll.num_samples=5000 --json
       infovae evaluate runs/mnist --metrics semi-supervised,class-distribution
       infovae evaluate runs/mnist --limit 1000            # a seeded random 1000 of the test split
+      torchrun --standalone --nproc-per-node 8 --no-python infovae evaluate runs/mnist --device cuda
+                                     # sharded over 8 GPUs; rank 0 prints and writes
     """
     import infovae
     from infovae.api import load_run
