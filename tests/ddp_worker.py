@@ -13,7 +13,10 @@ Metrics under torchrun: it trains OUT_DIR/track with ``--track`` (TRACK, on 199
 validation examples, so the ranks' shards differ in size), and scores the trained
 mmd run with every case of METRIC_CASES through ``evaluate_metrics(ctx=...)``,
 writing each rank's results to OUT_DIR/metrics.rank<R>.json (rank 0: the results;
-the others: {}).
+the others: {}). Last, every rank runs the ``infovae evaluate`` command in process
+(the code ``torchrun --no-python infovae evaluate`` runs): on a missing run (its
+one-line error to OUT_DIR/bad.rank<R>.txt), then on the mmd run with EVALUATE_ARGS
+(what it prints to OUT_DIR/evaluate.rank<R>.txt).
 """
 from __future__ import annotations
 
@@ -93,6 +96,29 @@ def evaluate_cases(run: Path, ctx=None) -> dict:
     return out
 
 
+EVALUATE_METRICS = "nll,mutual-information,mmd-prior,logdet-cov,kl,active-units,reconstruction"
+EVALUATE_ARGS = ["--metrics", EVALUATE_METRICS, "-o", "nll.num_samples=20", "--batch-size", "96", "--limit", "199",
+                 "--device", "cpu", "--json"]
+
+
+def run_cli(args) -> str:
+    """``infovae ARGS`` in this process: what it prints, or its one-line error."""
+    import contextlib
+    import io
+
+    import click
+
+    from infovae.cli.main import cli
+
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            cli.main(args, prog_name="infovae", standalone_mode=False)
+    except click.ClickException as exc:
+        return f"Error: {exc.format_message()}"
+    return out.getvalue()
+
+
 def state(trainer):
     tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()}
     tensors.update({f"objective.{k}": v.detach().clone().contiguous() for k, v in trainer.objective.state_dict().items()})
@@ -110,7 +136,10 @@ def main(out: Path) -> None:
     tr = resume_training(out / "part", steps=STEPS)
     tr.fit()
     start_training(out / "track", *track_spec()).fit()
-    (out / f"metrics.rank{tr.ctx.rank}.json").write_text(json.dumps(evaluate_cases(out / "mmd", tr.ctx)))
+    rank = tr.ctx.rank
+    (out / f"metrics.rank{rank}.json").write_text(json.dumps(evaluate_cases(out / "mmd", tr.ctx)))
+    (out / f"bad.rank{rank}.txt").write_text(run_cli(["evaluate", str(out / "missing"), "--device", "cpu"]))
+    (out / f"evaluate.rank{rank}.txt").write_text(run_cli(["evaluate", str(out / "mmd"), *EVALUATE_ARGS]))
     tr.close()
 
 

@@ -194,6 +194,23 @@ def test_tracked_metrics_under_torchrun_equal_one_process(two_rank_runs, tmp_pat
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
 
 
+def test_evaluate_command_under_torchrun_writes_the_single_process_evaluation(two_rank_runs):
+    """The ``infovae evaluate`` command on both ranks (in the worker's processes; the real
+    ``--no-python infovae evaluate`` launch is tested in test_distributed_metrics.py)."""
+    torch.set_num_threads(1)
+    run = two_rank_runs / "mmd"
+    assert (two_rank_runs / "evaluate.rank1.txt").read_text() == ""  # rank 0 alone prints
+    printed = json.loads((two_rank_runs / "evaluate.rank0.txt").read_text())
+    written = json.loads((run / "evaluation.json").read_text())
+    one = json.loads(ddp_worker.run_cli(["evaluate", str(run), *ddp_worker.EVALUATE_ARGS, "--no-save"]))
+    assert printed == written and written["examples"] == 199 and written["subset"] == one["subset"]
+    assert written["metrics"].keys() == one["metrics"].keys() == set(ddp_worker.EVALUATE_METRICS.split(","))
+    _close(written["metrics"], one["metrics"], "metrics")
+    # Bad input: the same one line on every rank, before any collective (else the launch would hang).
+    bad = [(two_rank_runs / f"bad.rank{r}.txt").read_text() for r in (0, 1)]
+    assert bad[0] == bad[1] == f"Error: run directory {two_rank_runs / 'missing'} does not exist"
+
+
 # -- bad input: clear one-line errors before any work -------------------------------------------------
 
 def test_batch_checks():

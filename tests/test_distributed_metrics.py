@@ -1,4 +1,5 @@
-"""``infovae evaluate`` under real torchrun (gloo, CPU, 2 processes), and the metric kit's sharding check.
+"""``infovae evaluate`` launched by real torchrun (gloo, CPU, 2 processes; ``slow``: one more launch
+than the default suite's), and the metric kit's sharding check.
 
 The sharded-equals-one-process property of every built-in metric is tested in
 test_distributed.py (one launch shared with the training tests); here the
@@ -47,6 +48,7 @@ def launched(tmp_path_factory):
     return out, run, res
 
 
+@pytest.mark.slow
 def test_evaluate_under_torchrun_writes_the_single_process_evaluation(launched):
     from infovae.cli.main import cli
 
@@ -62,6 +64,7 @@ def test_evaluate_under_torchrun_writes_the_single_process_evaluation(launched):
     assert not list(run.glob("*.tmp*"))
 
 
+@pytest.mark.slow
 def test_evaluate_bad_input_under_torchrun_is_one_line_on_every_rank(launched):
     """Before any collective: had a rank waited for the other in one, the launch would have hung."""
     out, _, _ = launched
