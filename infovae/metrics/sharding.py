@@ -26,6 +26,7 @@ A metric object declares ``distributed``:
   and derive per-block generators from it), so ``combine`` draws the same numbers on rank 0 as
   one process does. One process computes ``combine(rows(0, N))``.
 
+With fewer examples than ranks a sharded metric runs on rank 0 like a "rank0" one.
 Results exist on rank 0 only (``evaluate_metrics`` returns {} on the other ranks): rank 0 alone
 writes. A failure on any rank is agreed on before the next collective, so every rank raises and
 none waits for a gather that never comes.
