@@ -163,9 +163,18 @@ class Metric:
     (N,) int64 class labels of the examples (``infovae evaluate`` refuses data without them).
     ``generator`` is the metric's own, seeded from the run seed and the metric's name, so a
     metric's value does not depend on which others run with it. Run under ``torch.no_grad``.
+
+    ``distributed``: how the metric runs under torchrun. "rank0" (the default): rank 0 calls it
+    on all examples, the other ranks wait. "sharded": the metric also has ``rows(model, x, lo, hi,
+    *, generator, batch_size)`` (per-example values or codes of the examples lo..hi-1, a dict of
+    (hi - lo, ...) tensors) and ``combine(model, rows, *, labels, generator, batch_size)`` (the
+    result from the rows of all N examples); each rank computes the rows of its shard and rank 0
+    combines them. An example's rows must not depend on the shard it is in, and ``rows`` must
+    leave the generator in the same state whatever the shard (``infovae.metrics.sharding``).
     """
 
     needs_labels: bool = False
+    distributed: str = "rank0"
 
     def __call__(self, model, x: torch.Tensor, *, labels: Optional[torch.Tensor] = None,
                  generator: Optional[torch.Generator] = None, batch_size: int = 1024) -> Dict[str, Any]:  # pragma: no cover

@@ -142,6 +142,30 @@ def timeout_seconds() -> float:
     return value
 
 
+def rank_device(device_name: str):
+    """(device, backend) of this rank under torchrun, checked without any collective.
+
+    ``cuda``/``auto`` with CUDA present: ``cuda:LOCAL_RANK`` and NCCL; ``cpu``: gloo."""
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    wants_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if not wants_cuda:
+        return torch.device("cpu"), "gloo"
+    if not torch.cuda.is_available():
+        raise PluginOptionError(f"device {device_name!r} was asked for but CUDA is not available; use --device cpu")
+    if device_name.startswith("cuda:"):
+        raise PluginOptionError(
+            f"--device {device_name} names one GPU, but under torchrun each rank binds cuda:LOCAL_RANK; use --device cuda"
+        )
+    n = torch.cuda.device_count()
+    if local_rank >= n:
+        raise PluginOptionError(
+            f"rank {rank} has LOCAL_RANK {local_rank} but this machine has {n} GPU(s); start at most {n} processes per node "
+            f"(--nproc-per-node {n}) or use --device cpu"
+        )
+    return torch.device("cuda", local_rank), "nccl"
+
+
 def init(device_name: str) -> Context:
     """Join the process group torchrun describes, or return the single-process context.
 
@@ -157,28 +181,10 @@ def init(device_name: str) -> Context:
         return Context(device=resolve_device(device_name))
     import torch.distributed as dist
 
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wants_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if wants_cuda:
-        if not torch.cuda.is_available():
-            raise PluginOptionError(f"device {device_name!r} was asked for but CUDA is not available; use --device cpu")
-        if device_name.startswith("cuda:"):
-            raise PluginOptionError(
-                f"--device {device_name} names one GPU, but under torchrun each rank binds cuda:LOCAL_RANK; use --device cuda"
-            )
-        n = torch.cuda.device_count()
-        if local_rank >= n:
-            raise PluginOptionError(
-                f"rank {rank} has LOCAL_RANK {local_rank} but this machine has {n} GPU(s); start at most {n} processes per node "
-                f"(--nproc-per-node {n}) or use --device cpu"
-            )
-        device = torch.device("cuda", local_rank)
+    device, backend = rank_device(device_name)
+    if backend == "nccl":
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device = torch.device("cpu")
-        backend = "gloo"
     timeout = timedelta(seconds=timeout_seconds())
     if not dist.is_initialized():
         kwargs = {"device_id": device} if backend == "nccl" else {}

@@ -36,9 +36,10 @@ def read_evaluation(run_dir) -> Optional[Dict[str, Any]]:
 def run_metrics(model, x, names: Sequence[str], labels=None, seed: int = 0, batch_size: int = 1024,
                 options: Optional[Mapping[str, Mapping[str, Any]]] = None, reg=None,
                 on_metric: Optional[Callable[[str], None]] = None,
-                on_progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
+                on_progress: Optional[Callable[[int, int], None]] = None, ctx=None) -> Dict[str, Any]:
     """``evaluate_metrics`` one metric at a time (each with a generator seeded from ``seed``, so the
-    values equal those of one call with all of them), reporting which metric runs and its progress."""
+    values equal those of one call with all of them), reporting which metric runs and its progress.
+    ctx: the torchrun context (``infovae.distributed``): every rank calls this, rank 0 gets the results."""
     import torch
 
     from .metrics import evaluate_metrics
@@ -52,7 +53,7 @@ def run_metrics(model, x, names: Sequence[str], labels=None, seed: int = 0, batc
         gen = torch.Generator(device=model.device).manual_seed(seed)
         with report_progress_to(on_progress):
             results.update(evaluate_metrics(model, x, [name], labels=labels, generator=gen, batch_size=batch_size,
-                                            options={name: dict(options.get(name, {}))}, reg=reg))
+                                            options={name: dict(options.get(name, {}))}, reg=reg, ctx=ctx))
     return results
 
 

@@ -88,6 +88,14 @@ def register_metrics(register):
     batch_size=1024) -> dict with the headline number under "value" and anything
     else JSON-able (see ``infovae.Metric``). x is (N, C, H, W) model values;
     ``needs_labels`` (bool, default False) asks for (N,) int64 class labels.
+
+    Under torchrun (``infovae evaluate`` and ``--track`` started by torchrun) the metric's
+    ``distributed`` attribute says how it runs: "rank0" (the default; a metric that declares
+    nothing runs unchanged on rank 0 with all the examples while the other ranks wait) or
+    "sharded" with ``rows(model, x, lo, hi, *, generator, batch_size) -> {name: (hi-lo, ...)
+    tensor}`` and ``combine(model, rows, *, labels, generator, batch_size) -> dict``: each rank
+    computes the rows of its shard, rank 0 combines the gathered rows of all N examples (see
+    ``infovae.metrics.sharding``; ``infovae.testing.check_metric`` checks the contract).
     """
 
 

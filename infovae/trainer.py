@@ -416,10 +416,14 @@ class Trainer:
     @_aside
     @torch.no_grad()
     def track(self) -> Dict[str, float]:
-        """The tracked metrics (the paper's Figure 1 curves) on a fixed validation subset."""
+        """The tracked metrics (the paper's Figure 1 curves) on a fixed validation subset.
+
+        Under torchrun every rank takes part: sharded metrics split the examples over the ranks and
+        rank 0 combines the gathered rows, others run on rank 0 (``infovae.metrics.sharding``);
+        rank 0 returns the values (it alone logs), the other ranks {}."""
         t = self.spec.trainer
         names = [n.strip() for n in t.track.split(",") if n.strip()]
-        if not names or not self._is_writer():
+        if not names:
             return {}
         from .metrics import evaluate_metrics
 
@@ -428,7 +432,8 @@ class Trainer:
         options = {"num_samples": t.track_nll_samples} if "nll" in names else {}
         g = torch.Generator(device=self.device).manual_seed(t.seed + 2)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            results = evaluate_metrics(self.model, x, names, generator=g, batch_size=1024, reg=self.registry, **options)
+            results = evaluate_metrics(self.model, x, names, generator=g, batch_size=1024, reg=self.registry, ctx=self.ctx,
+                                       **options)
         self.model.train()
         out = {}
         for name, res in results.items():

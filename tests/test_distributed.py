@@ -142,6 +142,75 @@ def test_resume_with_another_world_size_continues_the_same_trajectory(two_rank_r
     assert d < 1e-5 and d < 1e-4 * d_seed, (d, d_seed)
 
 
+# -- metrics under torchrun: sharded over the ranks, reduced on rank 0 ---------------------------------
+#
+# Tolerance. Both sides score the same weights (the 2-rank mmd run) with the same Monte-Carlo draws
+# (each example's draws do not depend on the shard: see infovae.metrics.sharding); what differs is
+# which examples share a batch in the encoder/decoder's float32 matrix products (a shard's batches are
+# cut at its boundary), i.e. ulp-level differences per example: rel 1e-5 on nats-sized values, abs 1e-7
+# on values near 0 (mmd-prior ~1e-3). Fixed-block estimators (refined proposal, AIS) compute straddling
+# blocks whole on both ranks, so they agree bit for bit; the tolerance covers them anyway.
+
+def _close(a, b, key):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), key
+        for k in a:
+            _close(a[k], b[k], f"{key}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), key
+        for i, (u, v) in enumerate(zip(a, b)):
+            _close(u, v, f"{key}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-7), key
+    else:
+        assert a == b, key
+
+
+def test_sharded_metrics_equal_the_single_process_result(two_rank_runs):
+    torch.set_num_threads(1)
+    sharded = json.loads((two_rank_runs / "metrics.rank0.json").read_text())
+    assert json.loads((two_rank_runs / "metrics.rank1.json").read_text()) == {}  # rank 0 alone holds results
+    one = ddp_worker.evaluate_cases(two_rank_runs / "mmd")
+    assert sharded.keys() == one.keys() == ddp_worker.METRIC_CASES.keys()
+    for key in one:
+        _close(sharded[key], one[key], key)
+    # The standard error is the one over all 199 examples (not a mean of the two shards' errors).
+    assert sharded["nll-is"]["n"] == 199 and sharded["nll-is"]["std_err"] == pytest.approx(one["nll-is"]["std_err"], rel=1e-5)
+    assert sharded["nll-ais"]["estimator"] == "ais" and sharded["nll-refined"]["proposal"] == "refined"
+    assert sharded["mutual-information-50"]["M"] == 50
+
+
+def test_tracked_metrics_under_torchrun_equal_one_process(two_rank_runs, tmp_path):
+    torch.set_num_threads(1)
+    one = start_training(tmp_path / "track-1proc", *ddp_worker.track_spec())
+    one.fit()
+    tracked = lambda run: [{k: v for k, v in r.items() if k.startswith("track/")} for r in read_metrics(run)]  # noqa: E731
+    a, b = tracked(two_rank_runs / "track"), tracked(one.run_dir)
+    names = {f"track/{n}" for n in ddp_worker.TRACK.split(",")}
+    assert len(a) == len(b) and sum(bool(r) for r in a) == 2 and all(names <= r.keys() for r in a if r)
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:  # weights differ at 1e-7 after the 2-rank training (see above), values by ~1e-6
+            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
+
+
+def test_evaluate_command_under_torchrun_writes_the_single_process_evaluation(two_rank_runs):
+    """The ``infovae evaluate`` command on both ranks (in the worker's processes; the real
+    ``--no-python infovae evaluate`` launch is tested in test_distributed_metrics.py)."""
+    torch.set_num_threads(1)
+    run = two_rank_runs / "mmd"
+    assert (two_rank_runs / "evaluate.rank1.txt").read_text() == ""  # rank 0 alone prints
+    printed = json.loads((two_rank_runs / "evaluate.rank0.txt").read_text())
+    written = json.loads((run / "evaluation.json").read_text())
+    one = json.loads(ddp_worker.run_cli(["evaluate", str(run), *ddp_worker.EVALUATE_ARGS, "--no-save"]))
+    assert printed == written and written["examples"] == 199 and written["subset"] == one["subset"]
+    assert written["metrics"].keys() == one["metrics"].keys() == set(ddp_worker.EVALUATE_METRICS.split(","))
+    _close(written["metrics"], one["metrics"], "metrics")
+    # Bad input: the same one line on every rank, before any collective (else the launch would hang).
+    bad = [(two_rank_runs / f"bad.rank{r}.txt").read_text() for r in (0, 1)]
+    assert bad[0] == bad[1] == f"Error: run directory {two_rank_runs / 'missing'} does not exist"
+
+
 # -- bad input: clear one-line errors before any work -------------------------------------------------
 
 def test_batch_checks():

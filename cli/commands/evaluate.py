@@ -53,6 +53,8 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
       infovae evaluate runs/default --metrics nll -o nll.num_samples=5000 --json
       infovae evaluate runs/mnist --metrics semi-supervised,class-distribution
       infovae evaluate runs/mnist --limit 1000            # a seeded random 1000 of the test split
+      torchrun --standalone --nproc-per-node 8 --no-python infovae evaluate runs/mnist --device cuda
+                                     # sharded over 8 GPUs; rank 0 prints and writes
     """
     import infovae
     from infovae.api import load_run
@@ -66,10 +68,15 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
 
     if first and limit is None:
         raise click.BadParameter("--first takes the first N examples of --limit N; give --limit too", param_hint="--first")
-    from infovae.distributed import env_world_size
+    from infovae.distributed import env_world_size, rank_device
 
-    if env_world_size() > 1 and os.environ.get("RANK", "0") != "0":
-        return  # under torchrun rank 0 evaluates (not sharded yet) and alone writes evaluation.json
+    # Under torchrun every rank runs this command: each checks the input (one line each, before any
+    # collective), loads the run and the data, and takes part in the sharded metrics; rank 0 alone
+    # prints and writes evaluation.json.
+    world = env_world_size()
+    writer = world <= 1 or os.environ.get("RANK", "0") == "0"
+    if world > 1:
+        device = str(rank_device(device)[0])
     if save and Path(run).is_dir() and not os.access(run, os.W_OK):
         raise click.ClickException(f"cannot write {Path(run) / 'evaluation.json'}: the run directory is not writable (read-only?); pass --no-save")
     reg = infovae.registry()
@@ -88,11 +95,21 @@ def evaluate(run, metrics, options, split, limit, first, batch_size, seed, devic
     if subset is not None:
         x = x[subset]
         labels = labels[subset] if labels is not None else None
+    ctx = None
+    if world > 1:
+        from infovae.distributed import init as init_distributed
+
+        ctx = init_distributed(device)
     try:
-        with metric_progress(enabled=not as_json) as (on_metric, on_progress):
-            results = run_metrics(model, x, names, labels, seed, batch_size, per_metric, reg, on_metric, on_progress)
+        with metric_progress(enabled=not as_json and writer) as (on_metric, on_progress):
+            results = run_metrics(model, x, names, labels, seed, batch_size, per_metric, reg, on_metric, on_progress, ctx=ctx)
     except (ValueError, TypeError, FloatingPointError) as exc:
         raise click.ClickException(f"cannot evaluate {run}: {exc}") from None
+    finally:
+        if ctx is not None:
+            ctx.shutdown()
+    if not writer:
+        return
     report = {"run": str(run), "split": split, "examples": int(x.shape[0]), "split_examples": n_split,
               "step": int(read_status(run).get("step", 0))}
     if subset is not None:

@@ -26,6 +26,7 @@ from ._common import check_labels, model_device, model_values
 from .labels import class_cross_entropy, class_distribution, semi_supervised
 from .latent import active_units, kl, logdet_cov, mmd_prior, mixture_log_density, mutual_information
 from .likelihood import default_num_samples, importance_log_likelihood, nll, reconstruction
+from .sharding import DISTRIBUTED_MODES, distributed_mode, run_distributed, shard_bounds
 
 METRICS = {
     "nll": nll,
@@ -95,6 +96,13 @@ def build_metrics(names: Union[str, Iterable[str]], options: Optional[Mapping[st
 
             raise PluginBuildError(f"{describe_plugin(infos[name])}: its factory returned {type(metric).__name__}, "
                                    f"expected a callable metric(model, x, *, labels, generator, batch_size) -> dict")
+        mode = distributed_mode(metric)
+        if mode not in DISTRIBUTED_MODES or (mode == "sharded" and not (callable(getattr(metric, "rows", None))
+                                                                          and callable(getattr(metric, "combine", None)))):
+            from ..registry import describe_plugin
+
+            raise PluginBuildError(f"{describe_plugin(infos[name])}: distributed={mode!r}; declare 'rank0' (the default) or "
+                                   f"'sharded' with rows() and combine() methods (see infovae.metrics.sharding)")
         built[name] = metric
     return built
 
@@ -109,6 +117,7 @@ def evaluate_metrics(
     *,
     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     reg=None,
+    ctx=None,
     **shared: Any,
 ) -> Dict[str, Dict[str, Any]]:
     """Compute the named metrics on examples x (N, C, H, W); returns {name: result dict}.
@@ -122,6 +131,9 @@ def evaluate_metrics(
     (e.g. ``num_samples=`` for nll, ``mi_points=`` for mutual-information; see ``metric_options``).
     Every name, option and the labels are checked before any work starts. The model is put in eval
     mode for the duration and restored afterwards.
+    ctx: an ``infovae.distributed.Context`` under torchrun (every rank calls this with the same
+    examples and generator): each metric runs as it declares (``infovae.metrics.sharding``) and the
+    results are returned on rank 0; the other ranks get {}. None or one process: as before.
     """
     metrics = build_metrics(names, options, shared, reg)
     if batch_size < 1:
@@ -134,6 +146,7 @@ def evaluate_metrics(
         labels = check_labels(labels, x.shape[0])
 
     device = model_device(model)
+    distributed = ctx is not None and ctx.distributed
     base = 0 if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     was_training = model.training
     model.eval()
@@ -142,7 +155,13 @@ def evaluate_metrics(
         for name, metric in metrics.items():
             gen = torch.Generator(device=device).manual_seed(_metric_seed(base, name))
             with torch.no_grad():
-                res = metric(model, x, labels=labels if name in needs else None, generator=gen, batch_size=batch_size)
+                if distributed:
+                    res = run_distributed(ctx, name, metric, model, x, labels=labels if name in needs else None,
+                                          generator=gen, batch_size=batch_size)
+                    if res is None:  # not rank 0: rank 0 alone holds (and writes) the results
+                        continue
+                else:
+                    res = metric(model, x, labels=labels if name in needs else None, generator=gen, batch_size=batch_size)
             if not isinstance(res, dict) or "value" not in res:
                 from ..registry import describe_plugin
 
@@ -160,6 +179,9 @@ __all__ = [
     "build_metrics",
     "parse_names",
     "LABELLED_METRICS",
+    "DISTRIBUTED_MODES",
+    "distributed_mode",
+    "shard_bounds",
     "evaluate_metrics",
     "metric_options",
     "nll",

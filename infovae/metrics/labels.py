@@ -135,6 +135,36 @@ def class_distribution(
     }
 
 
+def semi_supervised_combine(model, rows: Dict[str, torch.Tensor], *, labels, num_labels: int = 1000, svm_c: float = 1.0,
+                            split_seed: int = 0, **_ignored) -> Dict[str, object]:
+    """``semi_supervised`` from the posterior means of all N examples (rows "loc" (N, D), as from
+    ``infovae.metrics.latent.codes_rows``) and their labels; the SVM is fit in this one process."""
+    from sklearn.svm import SVC
+
+    loc = rows["loc"]
+    n = loc.shape[0]
+    y = check_labels(labels, n)
+    n_train = min(int(num_labels), n // 2)
+    if n_train < 2:
+        raise ValueError(f"semi-supervised needs at least 4 labelled examples (and num_labels >= 2), got N={n}")
+    tr, te = _split(n, n_train, split_seed)
+    y_tr, y_te = y[tr].numpy(), y[te].numpy()
+    if len(np.unique(y_tr)) < 2:
+        raise ValueError("semi-supervised: the labelled subset holds a single class; use more labels")
+    codes = loc.cpu().numpy()
+    svm = SVC(kernel="rbf", C=float(svm_c), gamma="scale").fit(codes[tr.numpy()], y_tr)
+    accuracy = float(svm.score(codes[te.numpy()], y_te))
+    majority = np.bincount(y_tr).argmax()
+    return {
+        "value": accuracy,
+        "n_train": int(n_train),
+        "n_test": int(te.numel()),
+        "chance": float((y_te == majority).mean()),
+        "classifier": f"scikit-learn SVC(kernel='rbf', C={float(svm_c):g}, gamma='scale') on posterior means",
+        "description": f"SVM accuracy on codes: fit on {n_train} seeded labelled examples, scored on the other {int(te.numel())}",
+    }
+
+
 @torch.no_grad()
 def semi_supervised(
     model,
@@ -151,28 +181,12 @@ def semi_supervised(
     on all the others. "chance" is the accuracy of always predicting the training subset's most
     frequent class.
     """
-    from sklearn.svm import SVC
-
     x = model_values(model, x)
     n = x.shape[0]
     y = check_labels(labels, n)
-    n_train = min(int(num_labels), n // 2)
-    if n_train < 2:
+    if min(int(num_labels), n // 2) < 2:
         raise ValueError(f"semi-supervised needs at least 4 labelled examples (and num_labels >= 2), got N={n}")
-    tr, te = _split(n, n_train, split_seed)
-    y_tr, y_te = y[tr].numpy(), y[te].numpy()
-    if len(np.unique(y_tr)) < 2:
+    if len(np.unique(y[_split(n, min(int(num_labels), n // 2), split_seed)[0]].numpy())) < 2:
         raise ValueError("semi-supervised: the labelled subset holds a single class; use more labels")
     loc, _ = encode(model, x, batch_size, "semi-supervised")
-    codes = loc.cpu().numpy()
-    svm = SVC(kernel="rbf", C=float(svm_c), gamma="scale").fit(codes[tr.numpy()], y_tr)
-    accuracy = float(svm.score(codes[te.numpy()], y_te))
-    majority = np.bincount(y_tr).argmax()
-    return {
-        "value": accuracy,
-        "n_train": int(n_train),
-        "n_test": int(te.numel()),
-        "chance": float((y_te == majority).mean()),
-        "classifier": f"scikit-learn SVC(kernel='rbf', C={float(svm_c):g}, gamma='scale') on posterior means",
-        "description": f"SVM accuracy on codes: fit on {n_train} seeded labelled examples, scored on the other {int(te.numel())}",
-    }
+    return semi_supervised_combine(model, {"loc": loc}, labels=y, num_labels=num_labels, svm_c=svm_c, split_seed=split_seed)

@@ -15,6 +15,13 @@ examples (with labels when ``needs_labels``). Checks:
   (all randomness from the given generator); a batch_size of 7 works too (its value may
   differ: chunked random draws need not match unchunked ones).
 - ``no_side_effects``: the model's parameters and buffers and the examples are unchanged.
+- ``sharding``: ``distributed`` is "rank0" (the default: nothing more to check) or "sharded"
+  (``infovae.metrics.sharding``). A sharded metric has ``rows`` and ``combine``; for batch sizes
+  64 and 7 and shard boundaries k = 1 and 17, rows(0, k) then rows(k, N) (each from a copy of the
+  same generator, as two ranks hold) equal rows(0, N): same names, shapes and dtypes, values to
+  1e-5 relative (floating-point reassociation: a shard's examples are evaluated in smaller
+  batches), and every copy of the generator ends in the same state (so ``combine`` draws on
+  rank 0 what one process draws); ``combine`` of the rows gives the "value" of calling the metric.
 """
 from __future__ import annotations
 
@@ -96,7 +103,65 @@ def _check_no_side_effects(cfg: _Config) -> None:
         _fail(cfg, c, "evaluating modified the examples in place")
 
 
-_CHECKS = {"result": _check_result, "generator": _check_generator, "no_side_effects": _check_no_side_effects}
+def _rows(cfg, m, model, x, lo, hi, seed, batch_size):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        rows = m.rows(model, x, lo, hi, generator=g, batch_size=batch_size)
+    from ..metrics.sharding import check_rows
+
+    try:
+        return check_rows(rows, hi - lo, f"rows({lo}, {hi})"), g
+    except TypeError as exc:
+        _fail(cfg, "sharding", str(exc))
+
+
+def _check_sharding(cfg: _Config) -> None:
+    from ..metrics.sharding import DISTRIBUTED_MODES, distributed_mode
+
+    c = "sharding"
+    m = cfg.make()
+    mode = distributed_mode(m)
+    if mode not in DISTRIBUTED_MODES:
+        _fail(cfg, c, f"distributed={mode!r}; declare one of {', '.join(DISTRIBUTED_MODES)} (or nothing: rank0)")
+    if mode == "rank0":
+        return
+    if not (callable(getattr(m, "rows", None)) and callable(getattr(m, "combine", None))):
+        _fail(cfg, c, "declares distributed='sharded' but lacks rows(model, x, lo, hi, *, generator, batch_size) "
+                      "or combine(model, rows, *, labels, generator, batch_size)")
+    model, x = reference_model(), reference_data(N)
+    labels = reference_labels(x) if getattr(m, "needs_labels", False) else None
+    for batch_size in (64, 7):
+        full, g_full = _rows(cfg, m, model, x, 0, N, 3, batch_size)
+        for k in (1, 17):
+            a, g_a = _rows(cfg, m, model, x, 0, k, 3, batch_size)
+            b, g_b = _rows(cfg, m, model, x, k, N, 3, batch_size)
+            if set(a) != set(full) or set(b) != set(full):
+                _fail(cfg, c, f"rows(0, {k}) and rows({k}, {N}) hold {sorted(a)} and {sorted(b)}, rows(0, {N}) {sorted(full)}")
+            for key, whole in full.items():
+                joined = torch.cat([a[key], b[key]])
+                if joined.shape != whole.shape or joined.dtype != whole.dtype:
+                    _fail(cfg, c, f"rows[{key!r}] of two shards join to {tuple(joined.shape)} {joined.dtype}, "
+                                  f"the whole gives {tuple(whole.shape)} {whole.dtype}")
+                if not torch.allclose(joined.double(), whole.double(), rtol=1e-5, atol=1e-6, equal_nan=False):
+                    worst = float((joined.double() - whole.double()).abs().max())
+                    _fail(cfg, c, f"rows[{key!r}] of shards 0..{k} and {k}..{N} differ from the rows of 0..{N} by up to {worst:.3g} "
+                                  f"(batch_size={batch_size}): an example's value must not depend on the shard it is in "
+                                  f"(draw every example's random numbers as one process does, or per fixed block)")
+            if not (torch.equal(g_a.get_state(), g_full.get_state()) and torch.equal(g_b.get_state(), g_full.get_state())):
+                _fail(cfg, c, f"rows(0, {k}), rows({k}, {N}) and rows(0, {N}) leave the generator in different states "
+                              f"(batch_size={batch_size}); draw the same numbers whatever the shard")
+        with torch.no_grad():
+            res = m.combine(model, full, labels=labels, generator=g_full, batch_size=batch_size)
+        direct = _call(cfg.make(), model, x, 3, batch_size=batch_size)
+        if not isinstance(res, dict) or "value" not in res or not jsonable(res):
+            _fail(cfg, c, f"combine returned {type(res).__name__}; return the metric's JSON-able result dict with 'value'")
+        if not math.isclose(float(res["value"]), float(direct["value"]), rel_tol=1e-6, abs_tol=1e-9):
+            _fail(cfg, c, f"combine(rows(0, N)) gives {res['value']!r} but the metric gives {direct['value']!r} "
+                          f"(batch_size={batch_size}); the metric must compute combine(rows(0, N))")
+
+
+_CHECKS = {"result": _check_result, "generator": _check_generator, "no_side_effects": _check_no_side_effects,
+           "sharding": _check_sharding}
 METRIC_CHECKS: Tuple[str, ...] = tuple(_CHECKS)
 
 
