@@ -11,23 +11,9 @@ import torch
 from infovae.functional import mmd, stein_direction
 from infovae.functional.distances import canonical_pooled
 from infovae.functional.fused import fused_max_rows
+from test_functional_mmd import mmd_autograd64 as brute_mmd64  # the MMD tests' float64 autograd reference
 
 mmd_module = sys.modules["infovae.functional.mmd"]
-
-
-def brute_mmd64(x, y, kernel, scales, estimator):
-    """MMD^2 by float64 broadcasting (differentiable by autograd)."""
-
-    def k(a, b):
-        r = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-        return sum(torch.exp(-r / (2 * s * s)) if kernel == "rbf" else s / (s + r) for s in scales)
-
-    n, m = x.shape[0], y.shape[0]
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    if estimator == "biased":
-        return kxx.mean() + kyy.mean() - 2 * kxy.mean()
-    off = lambda t: t.sum() - t.diagonal().sum()  # noqa: E731
-    return off(kxx) / (n * (n - 1)) + off(kyy) / (m * (m - 1)) - 2 * kxy.mean()
 
 
 def median_pairs64(z):
