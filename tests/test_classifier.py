@@ -102,3 +102,21 @@ def test_cnn_is_at_least_97_percent_on_held_out_binarized_mnist(shared_data):
     tr, te = _split(len(y), 8000, 0)  # the class-distribution metric's split (classifier_test_fraction 0.2)
     _, info = trained_classifier(x, y, tr, te, 10)
     assert info["accuracy"] >= 0.97
+
+
+def test_metric_refuses_an_unusable_cache_directory_before_any_work(registry, tmp_path):
+    """A cache path that cannot be a directory is refused when the metric is built, in one line naming the
+    option and the fix, not after minutes of fitting; a new directory is made, an existing one is kept."""
+    from infovae import PluginOptionError
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    for bad in (afile / "sub", afile):
+        with pytest.raises(PluginOptionError, match=r"option 'classifier_cache' of metric 'class-distribution'.*"
+                                                    r"name a directory you can write in") as err:
+            registry.create("metrics", "class-distribution", {"classifier_cache": str(bad)})
+        assert "\n" not in str(err.value)
+    assert afile.read_text() == "not a directory"
+    fresh = tmp_path / "new" / "cache"
+    registry.create("metrics", "class-distribution", {"classifier_cache": str(fresh)})
+    assert fresh.is_dir() and not any(fresh.iterdir())
