@@ -1,5 +1,6 @@
-"""The fused PixelCNN++ pieces: concat_elu's hand-written backward (also writing the padding), the fused
-gated residual, and the byte-mask dropout."""
+"""The fused PixelCNN++ pieces: concat_elu's hand-written backward (also writing the padding, and with
+dropout fused in), the fused gated residual, the byte-mask dropout and the 1x1 layer as a batched product;
+each against a plain float64 autograd composition."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from infovae.bench.pixelcnnpp_peer import load_peer
-from plugins.decoders.autoregressive import concat_elu, fast_dropout, gated_residual
+from plugins.decoders.autoregressive import Nin, concat_elu, dropout_mask, dropout_scale, fast_dropout, gated_residual
 
 
 def test_concat_elu_matches_the_composition_and_its_gradient():
@@ -39,6 +40,61 @@ def test_padded_concat_elu_equals_padding_the_result_and_its_gradient(pad):
     (gx,) = torch.autograd.grad((out * w).sum(), x)
     (gr,) = torch.autograd.grad((ref * w).sum(), x)
     assert torch.allclose(gx, gr, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("pad", [None, (1, 1, 1, 0), (1, 0, 1, 0)])
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_concat_elu_with_fused_dropout_equals_the_masked_composition_and_its_gradient(pad, p):
+    """Same random state, same mask: concat_elu(x, pad, dropout=p) == pad(elu(cat(x, -x))) * mask, and
+    the gradient equals autograd's through that composition (float64)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    x.data[0, 0, 0, :2] = 0.0  # the kink
+    padded = F.elu(torch.cat((x, -x), 1))
+    if pad is not None:
+        padded = F.pad(padded, pad)
+    torch.manual_seed(7)
+    mask = dropout_mask(padded.shape, p, x.device, torch.float64)
+    ref = padded * mask
+    torch.manual_seed(7)
+    out = concat_elu(x, pad=pad, dropout=p)
+    torch.testing.assert_close(out, ref, rtol=1e-15, atol=0)
+    assert (out[ref == 0] == 0).all()
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    (gx,) = torch.autograd.grad((out * w).sum(), x)
+    (gr,) = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(gx, gr, rtol=0, atol=1e-14)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        torch.testing.assert_close(concat_elu(x, pad=pad, dropout=p), ref, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.3])
+def test_dropout_mask_takes_two_values_with_mean_one(p):
+    torch.manual_seed(4)
+    n = 400_000
+    m = dropout_mask((n,), p, torch.device("cpu"), torch.float32)
+    s = dropout_scale(p)
+    kept = m != 0
+    assert torch.all(m[kept] == s) and s == pytest.approx(1 / (1 - p), rel=1e-4)
+    frac = kept.double().mean().item()
+    assert abs(frac - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 4, 5), (2, 6, 1, 1)])
+def test_nin_equals_a_1x1_convolution_and_its_gradients(shape):
+    torch.manual_seed(5)
+    layer = Nin(shape[1], 4).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    ref = F.conv2d(x, layer.weight, layer.bias)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-14)
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    params = (x, layer.weight, layer.bias)
+    got = torch.autograd.grad((out * w).sum(), params)
+    want = torch.autograd.grad((ref * w).sum(), params)
+    for u, v in zip(got, want):
+        assert torch.allclose(u, v, rtol=0, atol=1e-13)
 
 
 def test_gated_residual_matches_the_composition_and_its_gradients():

@@ -45,7 +45,6 @@ from .autoregressive import (
     ShiftedConv2d,
     ShiftedDeconv2d,
     concat_elu,
-    fast_dropout,
     gated_residual,
     with_ones,
 )
@@ -59,7 +58,7 @@ PRESETS = {
 
 class _DroppedConcatElu:
     """dropout(concat_elu(x)) as a pre-activation (training only): drops single activations of the
-    2C-channel result; with ``pad`` the zero margins stay zero."""
+    2C-channel result (fused into concat_elu's pass); with ``pad`` the zero margins stay zero."""
 
     pads = True
 
@@ -67,7 +66,7 @@ class _DroppedConcatElu:
         self.p = p
 
     def __call__(self, x: torch.Tensor, pad=None) -> torch.Tensor:
-        return fast_dropout(concat_elu(x, pad=pad), self.p)
+        return concat_elu(x, pad=pad, dropout=self.p)
 
 
 class GatedResnet(nn.Module):
