@@ -125,10 +125,10 @@ def discretized_logistic_mixture_log_prob(
         means = _dependent_means(means.to(dtype), None if coeffs is None else coeffs.to(dtype), x)
         log_comp = _log_bin_probs(x[:, None], means, log_scales)  # (B, K, C, H, W)
         log_mix = torch.log_softmax(logit_probs.to(dtype), dim=1)  # (B, K, H, W)
+        if reduction == "sum":  # log p(pixel): mixture over components of the product of all channels
+            return torch.logsumexp(log_mix + log_comp.sum(dim=2), dim=1).flatten(1).sum(1)
         # log p(x_1..x_c) for c = 1..C: mixture over components of the running product of channels.
         joint = torch.logsumexp(log_mix[:, :, None] + torch.cumsum(log_comp, dim=2), dim=1)  # (B, C, H, W)
-        if reduction == "sum":
-            return joint[:, -1].flatten(1).sum(1)
         return torch.cat((joint[:, :1], joint[:, 1:] - joint[:, :-1]), dim=1)
 
 

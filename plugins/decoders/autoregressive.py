@@ -54,9 +54,9 @@ def _concat_elu_into(x: torch.Tensor, pad: Optional[Tuple[int, int, int, int]]) 
     if right:
         out[:, :, top : top + h, left + w :].zero_()
     inner = out[:, :, top : top + h, left : left + w]
-    m = torch.abs(x).neg_().expm1_()
-    torch.maximum(x, m, out=inner[:, :c])
     neg = torch.neg(x, out=inner[:, c:])
+    m = torch.minimum(x, neg).expm1_()  # expm1(-|x|)
+    torch.maximum(x, m, out=inner[:, :c])
     torch.maximum(neg, m, out=neg)
     return out
 
@@ -435,8 +435,13 @@ class AutoregressiveDecoder(Decoder):
         out = self(x, z)
         with torch.autocast(device_type=x.device.type, enabled=False):
             dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-            terms = self.terms(x.to(dtype), out.to(dtype))
-        return terms if reduction == "none" else terms.flatten(1).sum(1)
+            if reduction == "sum":
+                return self.total(x.to(dtype), out.to(dtype))
+            return self.terms(x.to(dtype), out.to(dtype))
+
+    def total(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(B,) log p(x|z): the sum of ``terms``; a subclass may compute it more directly."""
+        return self.terms(x, out).flatten(1).sum(1)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, fast: Optional[bool] = None,

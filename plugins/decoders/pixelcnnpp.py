@@ -185,6 +185,11 @@ class PixelCNNpp(AutoregressiveDecoder):
         lp, mu, ls, co = logistic_mixture_params(out, self.spec.channels, self.nr_logistic_mix)
         return discretized_logistic_mixture_log_prob(x, lp, mu, ls, co, reduction="none")
 
+    def total(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(B,) log p(x|z) straight from the mixture of the whole pixel (no per-channel chain terms)."""
+        lp, mu, ls, co = logistic_mixture_params(out, self.spec.channels, self.nr_logistic_mix)
+        return discretized_logistic_mixture_log_prob(x, lp, mu, ls, co, reduction="sum")
+
     def sample_pixel(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """One pixel of every image: params (B, P), uniforms (B, 1 + C) -> (B, C) values.
 
