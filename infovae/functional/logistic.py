@@ -39,6 +39,7 @@ __all__ = [
     "MAX_LOG_SCALE",
     "MIN_LOG_SCALE",
     "discretized_logistic_mixture_log_prob",
+    "discretized_logistic_mixture_log_prob_packed",
     "logistic_mixture_params",
     "sample_discretized_logistic_mixture",
 ]
@@ -78,11 +79,7 @@ def _dependent_means(means: torch.Tensor, coeffs: Optional[torch.Tensor], x: tor
     """means (B, K, C, H, W) shifted by the earlier channels of x (B, C, H, W) when coeffs are given."""
     if coeffs is None:
         return means
-    c = torch.tanh(coeffs)
-    r, g = x[:, None, 0], x[:, None, 1]
-    return torch.stack(
-        (means[:, :, 0], means[:, :, 1] + c[:, :, 0] * r, means[:, :, 2] + c[:, :, 1] * r + c[:, :, 2] * g), dim=2
-    )
+    return _means_from_tanh(means, torch.tanh(coeffs), x)
 
 
 def _log_bin_probs(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
@@ -130,6 +127,110 @@ def discretized_logistic_mixture_log_prob(
         # log p(x_1..x_c) for c = 1..C: mixture over components of the running product of channels.
         joint = torch.logsumexp(log_mix[:, :, None] + torch.cumsum(log_comp, dim=2), dim=1)  # (B, C, H, W)
         return torch.cat((joint[:, :1], joint[:, 1:] - joint[:, :-1]), dim=1)
+
+
+class _PackedLogProb(torch.autograd.Function):
+    """(B,) sum over pixels of log p(pixel) from a packed network output, with an analytic backward.
+
+    Forward: the same operations as ``discretized_logistic_mixture_log_prob(..., reduction="sum")``.
+    Backward (g of shape (B,)), with w = softmax_k(log pi_k + sum_c l_kc) the posterior of the
+    components and p, n the standardized upper and lower bin edges (``plus``, ``minus``):
+
+    - d/d logit_k = g (w_k - pi_k);
+    - every l_kc gets G = g w_k; dl/dp = [v = 0] - sigmoid(p) [v < 255],
+      dl/dn = [middle] - sigmoid(n) [v > 0];
+    - d/d mean = -(G dl/dp + G dl/dn) / scale;
+    - d/d log_scale = -(G dl/dp p + G dl/dn n + G [middle] t / (1 - exp(-t))), t = (2/255) / scale,
+      zero where the clamp is active;
+    - RGB: d/d coeffs through the dependent means, times 1 - tanh^2.
+
+    Saves (B, K, C, H, W) intermediates (a few times the size of the output); no zero-filled
+    gradients of slices, one gradient tensor in the layout of the output."""
+
+    @staticmethod
+    def forward(ctx, x, out, mixtures):
+        b, c, h, w = x.shape
+        k = mixtures
+        lp, mu, raw_ls, raw_co = logistic_mixture_params(out, c, k)
+        log_scales = raw_ls.clamp(MIN_LOG_SCALE, MAX_LOG_SCALE)
+        co = torch.tanh(raw_co) if raw_co is not None else None
+        means = mu if co is None else _means_from_tanh(mu, co, x)
+        inv_s = torch.exp(-log_scales)
+        centered = x[:, None] - means
+        plus = inv_s * (centered + _HALF_BIN)
+        minus = inv_s * (centered - _HALF_BIN)
+        log_cdf_plus = F.logsigmoid(plus)
+        log_sig_minus = F.logsigmoid(minus)
+        gap = (2.0 * _HALF_BIN) * inv_s
+        log_mid = log_sig_minus + torch.log(torch.expm1(gap)) + (log_cdf_plus - plus)
+        xk = x[:, None]
+        log_comp = torch.where(xk < -0.999, log_cdf_plus, torch.where(xk > 0.999, -F.softplus(minus), log_mid))
+        log_mix = torch.log_softmax(lp, dim=1)
+        joint = log_mix + log_comp.sum(dim=2)  # (B, K, H, W)
+        ll = torch.logsumexp(joint, dim=1)  # (B, H, W)
+        post = joint.sub_(ll[:, None]).exp_()  # posterior of the components
+        inside = (raw_ls >= MIN_LOG_SCALE) & (raw_ls <= MAX_LOG_SCALE)
+        ctx.save_for_backward(x, post, log_mix.exp_(), log_cdf_plus.exp_(), log_sig_minus.exp_(), plus, minus,
+                              gap, inv_s, inside, co)
+        ctx.mixtures, ctx.out_shape = k, out.shape
+        return ll.flatten(1).sum(1)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, post, pi, sig_plus, sig_minus, plus, minus, gap, inv_s, inside, co = ctx.saved_tensors
+        b, c = x.shape[:2]
+        k = ctx.mixtures
+        g4 = g[:, None, None, None]
+        grad = torch.empty(ctx.out_shape, dtype=post.dtype, device=post.device)
+        torch.sub(post, pi, out=grad[:, :k]).mul_(g4)  # d/d logits
+        big = (post * g4)[:, :, None]  # G = g w_k, (B, K, 1, H, W); saved tensors are not changed in place
+        low = (x < -0.999).to(post.dtype)[:, None]  # (B, 1, C, H, W)
+        high = (x > 0.999).to(post.dtype)[:, None]
+        middle = 1.0 - low - high
+        g_plus = torch.sub(low, sig_plus * (1.0 - high)).mul_(big)  # G dl/dp
+        g_minus = torch.sub(middle, sig_minus * (1.0 - low)).mul_(big)  # G dl/dn
+        # t / (1 - exp(-t)) for the log expm1(t) term of the middle bins
+        ratio = gap / torch.expm1(-gap).neg_()
+        blocks, per = (3, 3) if c == 3 else (2, c)
+        rest = grad[:, k:].view(b, blocks, k, per, *x.shape[2:])
+        g_ls = g_plus * plus
+        g_ls.addcmul_(g_minus, minus).addcmul_(ratio.mul_(middle), big)
+        torch.mul(g_ls, inside, out=rest[:, 1]).neg_()
+        g_mean = torch.add(g_plus, g_minus, out=rest[:, 0]).mul_(inv_s).neg_()
+        if co is not None:
+            r, gr = x[:, None, 0], x[:, None, 1]
+            dtanh = torch.addcmul(torch.ones_like(co), co, co, value=-1.0)
+            gc = rest[:, 2]
+            torch.mul(g_mean[:, :, 1], r, out=gc[:, :, 0])
+            torch.mul(g_mean[:, :, 2], r, out=gc[:, :, 1])
+            torch.mul(g_mean[:, :, 2], gr, out=gc[:, :, 2])
+            gc.mul_(dtanh)
+        return None, grad, None
+
+
+def _means_from_tanh(means: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``_dependent_means`` given c = tanh(coeffs) already: (B, K, 3, H, W)."""
+    r, g = x[:, None, 0], x[:, None, 1]
+    return torch.stack(
+        (means[:, :, 0], means[:, :, 1] + c[:, :, 0] * r, means[:, :, 2] + c[:, :, 1] * r + c[:, :, 2] * g), dim=2
+    )
+
+
+def discretized_logistic_mixture_log_prob_packed(x: torch.Tensor, out: torch.Tensor, mixtures: int) -> torch.Tensor:
+    """(B,) log p(x) in nats from a packed network output (B, P, H, W) (layout of ``logistic_mixture_params``).
+
+    Equals ``discretized_logistic_mixture_log_prob(x, *logistic_mixture_params(out, C, K))`` (reduction
+    "sum") up to rounding; when ``out`` needs a gradient and ``x`` does not, the gradient comes from an
+    analytic backward (``_PackedLogProb``) instead of autograd through some forty elementwise steps.
+    Computes in float32 at least (float64 stays float64), also under autocast."""
+    c = x.shape[1] if x.dim() == 4 else 0
+    params = logistic_mixture_params(out, c, mixtures)  # also checks the shapes
+    if not (out.requires_grad and torch.is_grad_enabled()) or x.requires_grad or torch.compiler.is_compiling():
+        return discretized_logistic_mixture_log_prob(x, *params, reduction="sum")
+    _check_shapes(x, *params)
+    dtype = _compute_dtype(x, out)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _PackedLogProb.apply(x.to(dtype), out.to(dtype), mixtures)
 
 
 def logistic_mixture_params(out: torch.Tensor, channels: int, mixtures: int):

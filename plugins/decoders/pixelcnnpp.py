@@ -36,6 +36,7 @@ from infovae.functional.logistic import (
     MAX_LOG_SCALE,
     MIN_LOG_SCALE,
     discretized_logistic_mixture_log_prob,
+    discretized_logistic_mixture_log_prob_packed,
     logistic_mixture_params,
 )
 
@@ -186,9 +187,9 @@ class PixelCNNpp(AutoregressiveDecoder):
         return discretized_logistic_mixture_log_prob(x, lp, mu, ls, co, reduction="none")
 
     def total(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """(B,) log p(x|z) straight from the mixture of the whole pixel (no per-channel chain terms)."""
-        lp, mu, ls, co = logistic_mixture_params(out, self.spec.channels, self.nr_logistic_mix)
-        return discretized_logistic_mixture_log_prob(x, lp, mu, ls, co, reduction="sum")
+        """(B,) log p(x|z) straight from the mixture of the whole pixel (no per-channel chain terms), with the
+        likelihood's analytic backward when training."""
+        return discretized_logistic_mixture_log_prob_packed(x, out, self.nr_logistic_mix)
 
     def sample_pixel(self, params: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """One pixel of every image: params (B, P), uniforms (B, 1 + C) -> (B, C) values.
