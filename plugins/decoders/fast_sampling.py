@@ -235,19 +235,100 @@ def _rectangles(avail: np.ndarray) -> List[Tuple[int, int, int, int, int]]:
     return [tuple(r) for r in rects]
 
 
+_NEVER = np.iinfo(np.int64).max  # "never computed" / "never read" in step maps
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """What the fast sampler computes at each step, and where each cache keeps its margins."""
+    """What the fast sampler computes at each step, and how each cache is laid out.
+
+    ``rings[i]``: 0 when node i's caches hold every row (plus the ``margins`` rows), else the number R of
+    rows they hold: output row r lives in slot r mod R (a ring buffer; the zero padding rows above the
+    image are the slots not written yet), which the schedule proved never to overwrite a row still read."""
 
     steps: Tuple[Tuple[Tuple[int, int, int, int, int], ...], ...]  # step -> ((node, r0, r1, c0, c1), ...)
     margins: Tuple[Tuple[int, int, int, int], ...]  # node -> (top, bottom, left, right) zero margin
     live: Tuple[bool, ...]
     output: int
+    rings: Tuple[int, ...] = ()
+
+
+def reads(sig: Tuple[tuple, ...], index: int, rect: Tuple[int, int, int, int]) -> List[Tuple[int, int, int, int, int, bool]]:
+    """The cache rectangles that computing node ``index`` on output rectangle ``rect`` = (r0, r1, c0, c1)
+    reads: (input node, rows a..b, columns ca..cb, whether it is read as one multi-row view), rows and
+    columns in the input's output coordinates (negative ones are its zero margins)."""
+    kind, inputs, _size, geom = sig[index]
+    r0, r1, c0, c1 = rect
+    if kind == "pointwise":
+        return [(i, r0, r1, c0, c1, r1 - r0 > 1) for i in inputs]
+    at_outputs = [(i, r0, r1, c0, c1, r1 - r0 > 1) for i in inputs[1:]]
+    src = inputs[0]
+    if kind == "conv":
+        kh, kw, s, pl, _pr, pt, _pb = geom
+        a, b = r0 * s - pt, (r1 - 1) * s - pt + kh
+        return [(src, a, b, c0 * s - pl, (c1 - 1) * s - pl + kw, r1 - r0 > 1)] + at_outputs
+    if kind == "deconv":
+        kh, kw, s, cl = geom
+        h, w = sig[src][2]
+        i0, i1 = max(0, -((kh - 1 - r0) // s)), min(h, (r1 - 1) // s + 1)
+        j0, j1 = max(0, -((kw - 1 - c0 - cl) // s)), min(w, (c1 - 1 + cl) // s + 1)
+        return [(src, i0, i1, j0, j1, i1 - i0 > 1)] + at_outputs
+    down, right = geom  # shift
+    return [(src, r0 - down, r1 - down, c0 - right, c1 - right, r1 - r0 > 1)] + at_outputs
+
+
+def _segments(avail: np.ndarray, need: np.ndarray) -> List[Tuple[int, int, int, int, int]]:
+    """Row segments (r, r + 1, c0, c1, step) covering the needed positions (need < never) of one node,
+    each as long as possible while computable in one go: step = the latest availability in it, which must
+    not pass the earliest step that needs one of its positions."""
+    out = []
+    for r in range(avail.shape[0]):
+        start = None
+        for c in np.flatnonzero(need[r] != _NEVER).tolist():
+            a, nd = int(avail[r, c]), int(need[r, c])
+            if start is not None and c == end and max(hi, a) <= min(lo, nd):
+                hi, lo, end = max(hi, a), min(lo, nd), c + 1
+                continue
+            if start is not None:
+                out.append((r, r + 1, start, end, hi))
+            start, end, hi, lo = c, c + 1, a, nd
+        if start is not None:
+            out.append((r, r + 1, start, end, hi))
+    return out
+
+
+def _ring_rows(height: int, margin_top: int, margin_bottom: int, written: np.ndarray, last_read: np.ndarray,
+               views: set) -> int:
+    """The fewest rows R (a power of two below ``height``) that a node's caches can keep as a ring, or 0.
+
+    ``written`` (H, W): the step writing each position (never: not computed); ``last_read`` (top + H, W):
+    the last step reading each position, rows -top..H-1 (the zero padding rows first). Slot r mod R is
+    next written by row r + R, which must come after the last read of row r (a write at the step of a
+    read comes first: the writer is earlier in the step). ``views``: the (first, end) row ranges read or
+    written as one multi-row view, which must not wrap around the ring."""
+    if margin_bottom:  # rows below the image would alias rows above
+        return 0
+    rows = 1
+    while rows < height:
+        first = np.arange(-margin_top, height - rows)  # rows whose slot row + R rewrites
+        keep = first + rows >= 0  # padding rows sharing a slot are both zero
+        ok = bool((last_read[first[keep] + margin_top] < written[first[keep] + rows]).all())
+        if ok and all((a % rows) + (b - a) <= rows for a, b in views):
+            return rows
+        rows *= 2
+    return 0
 
 
 @functools.lru_cache(maxsize=32)
-def schedule(sig: Tuple[tuple, ...], output: int) -> Schedule:
-    """The fast sampler's plan for a recorded network (``sig`` = its node signatures)."""
+def schedule(sig: Tuple[tuple, ...], output: int, whole_windows: frozenset = frozenset()) -> Schedule:
+    """The fast sampler's plan for a recorded network (``sig`` = its node signatures).
+
+    Every needed position is computed once, at a step between its availability and the first step
+    that reads it; within those bounds positions of a row are grouped into as long segments as possible
+    (a row that depends only on the rows above, as in PixelCNN++'s ``u`` stream, is one product at the
+    start of the row instead of one per pixel). ``whole_windows``: conv nodes that read their input
+    window as one multi-row view (the others read it row by row), which constrains the ring buffers.
+    """
     height, width = sig[0][2]
     n = len(sig)
     live = [False] * n
@@ -274,14 +355,67 @@ def schedule(sig: Tuple[tuple, ...], output: int) -> Schedule:
         elif kind == "shift":
             m = margins[inputs[0]]
             m[0], m[2] = max(m[0], geom[0]), max(m[2], geom[1])
-    per_step: List[List[tuple]] = [[] for _ in range(steps_total)]
-    for i in range(1, n):
+    per_step, written = _place(sig, maps, live, output)
+    rings = _rings(sig, live, output, margins, per_step, written, whole_windows)
+    return Schedule(tuple(tuple(sorted(s)) for s in per_step), tuple(tuple(m) for m in margins), tuple(live), output,
+                    tuple(rings))
+
+
+def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], output: int):
+    """Step lists (step -> [(node, r0, r1, c0, c1)]) and, per node, the (h, w) step writing each position.
+
+    Nodes are placed from the output back: a node's positions are needed at the earliest step of the
+    entries reading them (the output's at their own pixel step)."""
+    height, width = sig[0][2]
+    n = len(sig)
+    need = [np.full(sig[i][2], _NEVER, dtype=np.int64) for i in range(n)]
+    need[output] = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    per_step: List[List[tuple]] = [[] for _ in range(height * width)]
+    written: List[Optional[np.ndarray]] = [None] * n
+    written[0] = maps[0]  # pixel r * W + c is in the canvas from the next step on
+    for i in range(n - 1, 0, -1):
         if not live[i]:
             continue
-        for r0, r1, c0, c1, step in _rectangles(maps[i]):
-            if step < steps_total:  # later positions depend on the last pixel: never needed
-                per_step[step].append((i, r0, r1, c0, c1))
-    return Schedule(tuple(tuple(s) for s in per_step), tuple(tuple(m) for m in margins), tuple(live), output)
+        avail, wanted = maps[i], need[i]
+        if (avail[wanted != _NEVER] > wanted[wanted != _NEVER]).any():
+            raise RuntimeError(f"node {i} is needed before it can be computed")
+        if sig[i][0] == "deconv":  # blocks of equal availability, computed as soon as available
+            rects = [r for r in _rectangles(np.where(wanted != _NEVER, avail, _NEVER)) if r[4] != _NEVER]
+        else:
+            rects = _segments(avail, wanted)
+        steps = np.full(sig[i][2], _NEVER, dtype=np.int64)
+        for r0, r1, c0, c1, step in rects:
+            per_step[step].append((i, r0, r1, c0, c1))
+            steps[r0:r1, c0:c1] = step
+            for j, a, b, ca, cb, _multi in reads(sig, i, (r0, r1, c0, c1)):
+                hh, ww = sig[j][2]
+                view = need[j][max(a, 0) : min(b, hh), max(ca, 0) : min(cb, ww)]
+                np.minimum(view, step, out=view)
+        written[i] = steps
+    return per_step, written
+
+
+def _rings(sig: Tuple[tuple, ...], live: List[bool], output: int, margins: List[List[int]], per_step: List[List[tuple]],
+           written: List[Optional[np.ndarray]], whole_windows: frozenset) -> List[int]:
+    """Ring rows per node (0: all rows kept), from the last step reading each position (see ``_ring_rows``)."""
+    n = len(sig)
+    last = [np.full((margins[i][0] + sig[i][2][0], sig[i][2][1]), -1, dtype=np.int64) for i in range(n)]
+    views: List[set] = [set() for _ in range(n)]
+    for step, entries in enumerate(per_step):
+        for i, r0, r1, c0, c1 in entries:
+            if r1 - r0 > 1:
+                views[i].add((r0, r1))
+            for k, (j, a, b, ca, cb, multi) in enumerate(reads(sig, i, (r0, r1, c0, c1))):
+                if multi or (k == 0 and i in whole_windows):
+                    views[j].add((a, b))
+                top = margins[j][0]
+                view = last[j][a + top : b + top, max(ca, 0) : min(cb, sig[j][2][1])]
+                np.maximum(view, step, out=view)
+    height, width = sig[0][2]
+    top = margins[output][0]
+    np.maximum(last[output][top:], np.arange(height * width).reshape(height, width), out=last[output][top:])
+    return [_ring_rows(sig[i][2][0], margins[i][0], margins[i][1], written[i], last[i], views[i]) if live[i] else 0
+            for i in range(n)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,19 +492,27 @@ def _row_weights(core: Callable) -> Tuple[List[torch.Tensor], Optional[torch.Ten
 
 
 class _Caches:
-    """Every live node's outputs so far, stored channels-last as (B, H + margins, W + margins, C) and seen
-    by the network's callables as (B, C, h, w) views; plus, for every (node, pre-activation) pair read by
-    a convolution, a cache of the pre-activated outputs, written when the node's positions are (``pre``
+    """Every live node's outputs so far, stored channels-last as (B, rows, W + margins, C) and seen by the
+    network's callables as (B, C, h, w) views; plus, for every (node, pre-activation) pair read by a
+    convolution, a cache of the pre-activated outputs, written when the node's positions are (``pre``
     maps 0 to 0, so the zero margins stay right). Windows are then read without copies or recomputation,
-    and every view is made by one ``as_strided`` call (building the step closures is per-pixel work too)."""
+    and every view is made by one ``as_strided`` call (building the step closures is per-pixel work too).
+
+    ``rows`` is H + top + bottom margins, or, for a node the schedule keeps as a ring of R rows, R: row r
+    is slot r mod R and the padding rows above the image are slots not written yet. Views take rows and
+    columns in output coordinates; ``slot(i, r)`` says where row r is, so steps reading the same slots
+    can share their closures."""
 
     def __init__(self, nodes: List[Node], plan: Schedule, batch: int, like: torch.Tensor):
         self.margins = plan.margins
+        self.sizes = [node.size for node in nodes]
+        self.rings = plan.rings or (0,) * len(nodes)
         self._layouts: Dict[tuple, tuple] = {}
         self.stores: List[Optional[torch.Tensor]] = []
-        for node, (mt, mb, ml, mr), live in zip(nodes, plan.margins, plan.live):
+        for node, (mt, mb, ml, mr), ring, live in zip(nodes, plan.margins, self.rings, plan.live):
             hh, ww = node.size
-            self.stores.append(like.new_zeros((batch, hh + mt + mb, ww + ml + mr, node.channels)) if live else None)
+            rows = ring or hh + mt + mb
+            self.stores.append(like.new_zeros((batch, rows, ww + ml + mr, node.channels)) if live else None)
         self.pre: Dict[Tuple[int, Callable], torch.Tensor] = {}
         self.pre_users: Dict[int, List[Tuple[Callable, Callable]]] = {}  # node -> [(pre, its writer)]
         # raw outputs are needed unless a node is read only as a convolution's input through its ``pre``
@@ -398,33 +540,44 @@ class _Caches:
     def store(self, i: int, pre: Optional[Callable] = None) -> torch.Tensor:
         return self.stores[i] if pre is None else self.pre[i, pre]
 
+    def slot(self, i: int, r: int) -> int:
+        """The storage row of node i's output row r (negative r: its zero padding rows)."""
+        ring = self.rings[i]
+        return r % ring if ring else r + self.margins[i][0]
+
     def _layout(self, i: int, pre: Optional[Callable]):
-        """(store, batch stride, row stride, channels, offset of output (0, 0)) of a cache, memoised: views
+        """(store, batch, batch stride, row stride, channels, offset of column 0) of a cache, memoised: views
         are made for every step, so this bookkeeping is per-pixel work."""
         key = (i, pre)
         got = self._layouts.get(key)
         if got is None:
-            t, _, l, _ = self.margins[i]
             buf = self.store(i, pre)
             _, _, ww, ch = buf.shape
-            got = self._layouts[key] = (buf, buf.shape[0], buf.stride(0), ww * ch, ch, (t * ww + l) * ch)
+            got = self._layouts[key] = (buf, buf.shape[0], buf.stride(0), ww * ch, ch, self.margins[i][2] * ch)
         return got
+
+    def _offset(self, i: int, r0: int, r1: int, sr: int) -> int:
+        """Storage offset of row r0 of node i, checking that rows r0..r1-1 do not wrap around a ring."""
+        slot, ring = self.slot(i, r0), self.rings[i]
+        if ring and slot + (r1 - r0) > ring:
+            raise RuntimeError(f"rows {r0}..{r1 - 1} of node {i} wrap around its ring of {ring} rows")
+        return slot * sr
 
     def at(self, i: int, r0: int, r1: int, c0: int, c1: int, pre: Optional[Callable] = None) -> torch.Tensor:
         """(B, C, r1 - r0, c1 - c0) view of node i's cache (its pre-activated one with ``pre``); rows and
         columns in output coordinates, negative ones reaching into the zero margins."""
         buf, b, sb, sr, ch, base = self._layout(i, pre)
-        return buf.as_strided((b, ch, r1 - r0, c1 - c0), (sb, 1, sr, ch), base + r0 * sr + c0 * ch)
+        return buf.as_strided((b, ch, r1 - r0, c1 - c0), (sb, 1, sr, ch), base + self._offset(i, r0, r1, sr) + c0 * ch)
 
     def windows(self, i: int, r: int, c0: int, n: int, k: int, stride: int, pre: Optional[Callable] = None) -> torch.Tensor:
         """(B, n, k * C) overlapping view: entry j is the row segment of k columns from c0 + j * stride."""
         buf, b, sb, sr, ch, base = self._layout(i, pre)
-        return buf.as_strided((b, n, k * ch), (sb, stride * ch, 1), base + r * sr + c0 * ch)
+        return buf.as_strided((b, n, k * ch), (sb, stride * ch, 1), base + self._offset(i, r, r + 1, sr) + c0 * ch)
 
     def row(self, i: int, r: int, c0: int, c1: int, pre: Optional[Callable] = None) -> torch.Tensor:
         """(B, (c1 - c0) * C) view of one cache row segment, (column, channel) order."""
         buf, b, sb, sr, ch, base = self._layout(i, pre)
-        return buf.as_strided((b, (c1 - c0) * ch), (sb, 1), base + r * sr + c0 * ch)
+        return buf.as_strided((b, (c1 - c0) * ch), (sb, 1), base + self._offset(i, r, r + 1, sr) + c0 * ch)
 
 
 def _conv_matrices(node: Node, caches: "_Caches", per_node: dict, index: int):
@@ -514,8 +667,7 @@ def _step_function(index: int, node: Node, rect, caches: _Caches, per_node: Dict
         return lambda: put(TorchOps.conv(core, window, None, post, extras, side=side, bias=node.bias))
     if node.kind == "deconv":
         kh, kw, s, cl = node.geom
-        mt, mb, ml, mr = caches.margins[src]
-        h, w = caches.stores[src].shape[1] - mt - mb, caches.stores[src].shape[2] - ml - mr
+        h, w = caches.sizes[src]
         i0, i1 = max(0, -((kh - 1 - r0) // s)), min(h, (r1 - 1) // s + 1)
         j0, j1 = max(0, -((kw - 1 - c0 - cl) // s)), min(w, (c1 - 1 + cl) // s + 1)
         window = caches.at(src, i0, i1, j0, j1)
@@ -549,38 +701,81 @@ def _step_function(index: int, node: Node, rect, caches: _Caches, per_node: Dict
     raise RuntimeError(f"unknown node kind {node.kind!r}")
 
 
+def _entry_key(sig: Tuple[tuple, ...], caches: _Caches, index: int, rect: Tuple[int, int, int, int]) -> tuple:
+    """What a step closure depends on: the node, the storage slots and columns of what it writes and
+    reads (and a transposed convolution's crop). Entries of different rows with equal keys (ring buffers)
+    share one closure."""
+    r0, r1, c0, c1 = rect
+    key = [index, caches.slot(index, r0), r1 - r0, c0, c1]
+    for j, a, b, ca, cb, _multi in reads(sig, index, rect):
+        key += (j, caches.slot(j, a), b - a, ca, cb)
+    if sig[index][0] == "deconv":
+        key.append(r0 - sig[index][3][2] * reads(sig, index, rect)[0][1])
+    return tuple(key)
+
+
+def _whole_windows(nodes: List[Node]) -> frozenset:
+    """Conv nodes whose step closures read their input window as one multi-row view (see ``schedule``)."""
+    return frozenset(i for i, node in enumerate(nodes) if node.kind == "conv" and node.side_module is not None
+                     and node.side_pre is not None and node.side_pre not in _SPLITTABLE)
+
+
 @torch.no_grad()
-def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor], torch.Tensor], rows: Optional[int] = None) -> torch.Tensor:
+def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor], torch.Tensor], rows: Optional[int] = None,
+             stats: Optional[Dict[str, int]] = None) -> torch.Tensor:
     """The cached evaluation loop: each layer computes each position once.
 
-    At step r * W + c the layers compute what became available, then
+    At step r * W + c the layers compute what the schedule puts there, then
     ``pixel(r, c, params)`` receives the network output at (r, c) as a contiguous
     (B, P) tensor and returns the (B, C) values of that pixel, which enter the caches.
     Returns the canvas (B, C, H, W); with ``rows`` it stops after that many rows.
+    ``stats`` (tests): filled with the numbers of entries run and of step closures built.
     """
     c, h, w = decoder.spec.shape
     nodes, output = record(decoder, z)
-    plan = schedule(tuple(n.signature() for n in nodes), output)
+    sig = tuple(n.signature() for n in nodes)
+    plan = schedule(sig, output, _whole_windows(nodes))
     collecting = gc.isenabled()
-    gc.disable()  # tens of thousands of closures and views: cyclic collection passes would walk them all
+    gc.disable()  # thousands of closures and views: cyclic collection passes would walk them all
     try:
         caches = _Caches(nodes, plan, z.shape[0], z)
         todo_steps = plan.steps if rows is None else plan.steps[: rows * w]
-        per_node: Dict[int, tuple] = {}
-        steps = [[_step_function(i, nodes[i], rect, caches, per_node) for i, *rect in entries] for entries in todo_steps]
-        canvas = caches.at(0, 0, h, 0, w)
-        canvas_users = caches.pre_users.get(0, ())
+        per_node: Dict[object, tuple] = {}
+        built: Dict[tuple, Callable[[], None]] = {}
+
+        def closure(i: int, rect: Tuple[int, int, int, int]) -> Callable[[], None]:
+            key = _entry_key(sig, caches, i, rect)
+            got = built.get(key)
+            if got is None:
+                got = built[key] = _step_function(i, nodes[i], rect, caches, per_node)
+            return got
+
+        steps = [[closure(i, tuple(rect)) for i, *rect in entries] for entries in todo_steps]
+        pixel_views: Dict[Tuple[int, int], tuple] = {}
+        values: List[torch.Tensor] = []
         for step, todo in enumerate(steps):
             for compute in todo:
                 compute()
             r, col = divmod(step, w)
-            value = pixel(r, col, caches.row(output, r, col, col + 1).clone())
-            caches.row(0, r, col, col + 1).copy_(value)
-            for pre, prepare in canvas_users:  # a convolution reading x itself through a pre-activation
-                prepare(caches.at(0, r, r + 1, col, col + 1, pre))(value[:, :, None, None])
+            views = pixel_views.get((caches.slot(output, r), caches.slot(0, r), col))
+            if views is None:
+                views = pixel_views[caches.slot(output, r), caches.slot(0, r), col] = (
+                    caches.row(output, r, col, col + 1), caches.row(0, r, col, col + 1),
+                    [prepare(caches.at(0, r, r + 1, col, col + 1, pre)) for pre, prepare in caches.pre_users.get(0, ())])
+            params, canvas_row, canvas_writers = views
+            value = pixel(r, col, params.clone())
+            canvas_row.copy_(value)
+            for write in canvas_writers:  # a convolution reading x itself through a pre-activation
+                write(value[:, :, None, None])
+            values.append(value)
             if col == w - 1:
                 infovae.progress.advance(step + 1, len(steps))  # pixels done, per finished row
-        return canvas.contiguous()
+        if stats is not None:
+            stats.update(entries=sum(len(t) for t in steps), closures=len(built))
+        canvas = z.new_zeros((h * w, z.shape[0], c))
+        if values:
+            torch.stack(values, out=canvas[: len(values)]) if values[0].dtype == z.dtype else canvas[: len(values)].copy_(torch.stack(values))
+        return canvas.view(h, w, z.shape[0], c).permute(2, 3, 0, 1).contiguous()
     finally:
         if collecting:
             gc.enable()
