@@ -235,7 +235,7 @@ def _rectangles(avail: np.ndarray) -> List[Tuple[int, int, int, int, int]]:
     return [tuple(r) for r in rects]
 
 
-_NEVER = np.iinfo(np.int64).max  # "never computed" / "never read" in step maps
+_NEVER = int(np.iinfo(np.int64).max)  # a Python int (compared with list items); "never computed" / "never read" in step maps
 
 
 @dataclass(frozen=True)
@@ -282,13 +282,19 @@ def _segments(avail: np.ndarray, need: np.ndarray) -> List[Tuple[int, int, int, 
     each as long as possible while computable in one go: step = the latest availability in it, which must
     not pass the earliest step that needs one of its positions."""
     out = []
-    for r in range(avail.shape[0]):
+    for r, (a_row, need_row) in enumerate(zip(avail.tolist(), need.tolist())):
+        if _NEVER not in need_row and max(a_row) <= min(need_row):  # the whole row in one go
+            out.append((r, r + 1, 0, len(a_row), max(a_row)))
+            continue
         start = None
-        for c in np.flatnonzero(need[r] != _NEVER).tolist():
-            a, nd = int(avail[r, c]), int(need[r, c])
-            if start is not None and c == end and max(hi, a) <= min(lo, nd):
-                hi, lo, end = max(hi, a), min(lo, nd), c + 1
+        for c, (a, nd) in enumerate(zip(a_row, need_row)):
+            if nd == _NEVER:
                 continue
+            if start is not None and c == end:
+                top, bottom = (hi if hi >= a else a), (lo if lo <= nd else nd)
+                if top <= bottom:
+                    hi, lo, end = top, bottom, c + 1
+                    continue
             if start is not None:
                 out.append((r, r + 1, start, end, hi))
             start, end, hi, lo = c, c + 1, a, nd
@@ -355,14 +361,18 @@ def schedule(sig: Tuple[tuple, ...], output: int, whole_windows: frozenset = fro
         elif kind == "shift":
             m = margins[inputs[0]]
             m[0], m[2] = max(m[0], geom[0]), max(m[2], geom[1])
-    per_step, written = _place(sig, maps, live, output)
-    rings = _rings(sig, live, output, margins, per_step, written, whole_windows)
+    per_step, written, last, views = _place(sig, maps, live, output, margins, whole_windows)
+    rings = [_ring_rows(sig[i][2][0], margins[i][0], margins[i][1], written[i], last[i], views[i]) if live[i] else 0
+             for i in range(n)]
     return Schedule(tuple(tuple(sorted(s)) for s in per_step), tuple(tuple(m) for m in margins), tuple(live), output,
                     tuple(rings))
 
 
-def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], output: int):
-    """Step lists (step -> [(node, r0, r1, c0, c1)]) and, per node, the (h, w) step writing each position.
+def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], output: int, margins: List[List[int]],
+           whole_windows: frozenset):
+    """Where everything goes: the step lists (step -> [(node, r0, r1, c0, c1)]) and, per node, the (h, w)
+    step writing each position, the (top + h, w) last step reading each position (rows from -top, the
+    zero padding; -1: never read) and the (first, end) row ranges used as one multi-row view.
 
     Nodes are placed from the output back: a node's positions are needed at the earliest step of the
     entries reading them (the output's at their own pixel step)."""
@@ -370,6 +380,10 @@ def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], out
     n = len(sig)
     need = [np.full(sig[i][2], _NEVER, dtype=np.int64) for i in range(n)]
     need[output] = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    last = [np.full((margins[i][0] + sig[i][2][0], sig[i][2][1]), -1, dtype=np.int64) for i in range(n)]
+    top = margins[output][0]
+    last[output][top:] = need[output]  # the pixel draw reads the output at its own step
+    views: List[set] = [set() for _ in range(n)]
     per_step: List[List[tuple]] = [[] for _ in range(height * width)]
     written: List[Optional[np.ndarray]] = [None] * n
     written[0] = maps[0]  # pixel r * W + c is in the canvas from the next step on
@@ -387,35 +401,19 @@ def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], out
         for r0, r1, c0, c1, step in rects:
             per_step[step].append((i, r0, r1, c0, c1))
             steps[r0:r1, c0:c1] = step
-            for j, a, b, ca, cb, _multi in reads(sig, i, (r0, r1, c0, c1)):
-                hh, ww = sig[j][2]
-                view = need[j][max(a, 0) : min(b, hh), max(ca, 0) : min(cb, ww)]
-                np.minimum(view, step, out=view)
-        written[i] = steps
-    return per_step, written
-
-
-def _rings(sig: Tuple[tuple, ...], live: List[bool], output: int, margins: List[List[int]], per_step: List[List[tuple]],
-           written: List[Optional[np.ndarray]], whole_windows: frozenset) -> List[int]:
-    """Ring rows per node (0: all rows kept), from the last step reading each position (see ``_ring_rows``)."""
-    n = len(sig)
-    last = [np.full((margins[i][0] + sig[i][2][0], sig[i][2][1]), -1, dtype=np.int64) for i in range(n)]
-    views: List[set] = [set() for _ in range(n)]
-    for step, entries in enumerate(per_step):
-        for i, r0, r1, c0, c1 in entries:
             if r1 - r0 > 1:
                 views[i].add((r0, r1))
             for k, (j, a, b, ca, cb, multi) in enumerate(reads(sig, i, (r0, r1, c0, c1))):
                 if multi or (k == 0 and i in whole_windows):
                     views[j].add((a, b))
-                top = margins[j][0]
-                view = last[j][a + top : b + top, max(ca, 0) : min(cb, sig[j][2][1])]
+                hh, ww = sig[j][2]
+                ca, cb = max(ca, 0), min(cb, ww)
+                view = need[j][max(a, 0) : min(b, hh), ca:cb]
+                np.minimum(view, step, out=view)
+                view = last[j][a + margins[j][0] : b + margins[j][0], ca:cb]
                 np.maximum(view, step, out=view)
-    height, width = sig[0][2]
-    top = margins[output][0]
-    np.maximum(last[output][top:], np.arange(height * width).reshape(height, width), out=last[output][top:])
-    return [_ring_rows(sig[i][2][0], margins[i][0], margins[i][1], written[i], last[i], views[i]) if live[i] else 0
-            for i in range(n)]
+        written[i] = steps
+    return per_step, written, last, views
 
 
 # --------------------------------------------------------------------------------------------
