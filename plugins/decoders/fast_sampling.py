@@ -251,6 +251,8 @@ class Schedule:
     live: Tuple[bool, ...]
     output: int
     rings: Tuple[int, ...] = ()
+    programs: Tuple[Tuple[int, ...], ...] = ()  # step -> the closure number of each of its entries
+    closures: Tuple[Tuple[int, Tuple[int, int, int, int]], ...] = ()  # closure number -> (node, rect) to build it from
 
 
 def reads(sig: Tuple[tuple, ...], index: int, rect: Tuple[int, int, int, int]) -> List[Tuple[int, int, int, int, int, bool]]:
@@ -364,8 +366,41 @@ def schedule(sig: Tuple[tuple, ...], output: int, whole_windows: frozenset = fro
     per_step, written, last, views = _place(sig, maps, live, output, margins, whole_windows)
     rings = [_ring_rows(sig[i][2][0], margins[i][0], margins[i][1], written[i], last[i], views[i]) if live[i] else 0
              for i in range(n)]
-    return Schedule(tuple(tuple(sorted(s)) for s in per_step), tuple(tuple(m) for m in margins), tuple(live), output,
-                    tuple(rings))
+    steps = tuple(tuple(sorted(s)) for s in per_step)
+    numbers: Dict[tuple, int] = {}
+    closures: List[Tuple[int, Tuple[int, int, int, int]]] = []
+    programs = []
+    for entries in steps:
+        ids = []
+        for i, *rect in entries:
+            key = _entry_key(sig, rings, margins, i, tuple(rect))
+            if key not in numbers:
+                numbers[key] = len(closures)
+                closures.append((i, tuple(rect)))
+            ids.append(numbers[key])
+        programs.append(tuple(ids))
+    return Schedule(steps, tuple(tuple(m) for m in margins), tuple(live), output, tuple(rings), tuple(programs),
+                    tuple(closures))
+
+
+def slot(rings: Sequence[int], margins: Sequence[Sequence[int]], i: int, r: int) -> int:
+    """The storage row of node i's output row r (negative r: its zero padding rows); see ``Schedule``."""
+    ring = rings[i]
+    return r % ring if ring else r + margins[i][0]
+
+
+def _entry_key(sig: Tuple[tuple, ...], rings, margins, index: int, rect: Tuple[int, int, int, int]) -> tuple:
+    """What a step closure depends on: the node, the storage slots and columns of what it writes and
+    reads (and a transposed convolution's crop). Entries of different rows with equal keys (ring buffers)
+    share one closure."""
+    r0, r1, c0, c1 = rect
+    key = [index, slot(rings, margins, index, r0), r1 - r0, c0, c1]
+    got = reads(sig, index, rect)
+    for j, a, b, ca, cb, _multi in got:
+        key += (j, slot(rings, margins, j, a), b - a, ca, cb)
+    if sig[index][0] == "deconv":
+        key.append(r0 - sig[index][3][2] * got[0][1])
+    return tuple(key)
 
 
 def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], output: int, margins: List[List[int]],
@@ -540,8 +575,7 @@ class _Caches:
 
     def slot(self, i: int, r: int) -> int:
         """The storage row of node i's output row r (negative r: its zero padding rows)."""
-        ring = self.rings[i]
-        return r % ring if ring else r + self.margins[i][0]
+        return slot(self.rings, self.margins, i, r)
 
     def _layout(self, i: int, pre: Optional[Callable]):
         """(store, batch, batch stride, row stride, channels, offset of column 0) of a cache, memoised: views
@@ -699,19 +733,6 @@ def _step_function(index: int, node: Node, rect, caches: _Caches, per_node: Dict
     raise RuntimeError(f"unknown node kind {node.kind!r}")
 
 
-def _entry_key(sig: Tuple[tuple, ...], caches: _Caches, index: int, rect: Tuple[int, int, int, int]) -> tuple:
-    """What a step closure depends on: the node, the storage slots and columns of what it writes and
-    reads (and a transposed convolution's crop). Entries of different rows with equal keys (ring buffers)
-    share one closure."""
-    r0, r1, c0, c1 = rect
-    key = [index, caches.slot(index, r0), r1 - r0, c0, c1]
-    for j, a, b, ca, cb, _multi in reads(sig, index, rect):
-        key += (j, caches.slot(j, a), b - a, ca, cb)
-    if sig[index][0] == "deconv":
-        key.append(r0 - sig[index][3][2] * reads(sig, index, rect)[0][1])
-    return tuple(key)
-
-
 def _whole_windows(nodes: List[Node]) -> frozenset:
     """Conv nodes whose step closures read their input window as one multi-row view (see ``schedule``)."""
     return frozenset(i for i, node in enumerate(nodes) if node.kind == "conv" and node.side_module is not None
@@ -737,18 +758,12 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
     gc.disable()  # thousands of closures and views: cyclic collection passes would walk them all
     try:
         caches = _Caches(nodes, plan, z.shape[0], z)
-        todo_steps = plan.steps if rows is None else plan.steps[: rows * w]
+        programs = plan.programs if rows is None else plan.programs[: rows * w]
         per_node: Dict[object, tuple] = {}
-        built: Dict[tuple, Callable[[], None]] = {}
-
-        def closure(i: int, rect: Tuple[int, int, int, int]) -> Callable[[], None]:
-            key = _entry_key(sig, caches, i, rect)
-            got = built.get(key)
-            if got is None:
-                got = built[key] = _step_function(i, nodes[i], rect, caches, per_node)
-            return got
-
-        steps = [[closure(i, tuple(rect)) for i, *rect in entries] for entries in todo_steps]
+        used = sorted({k for ids in programs for k in ids})
+        built = dict(zip(used, (_step_function(i, nodes[i], rect, caches, per_node) for i, rect in
+                                (plan.closures[k] for k in used))))
+        steps = [[built[k] for k in ids] for ids in programs]
         pixel_views: Dict[Tuple[int, int], tuple] = {}
         values: List[torch.Tensor] = []
         for step, todo in enumerate(steps):
