@@ -52,7 +52,7 @@ from torch import nn
 
 import infovae
 
-from .autoregressive import ShiftedConv2d, ShiftedDeconv2d, TorchOps, concat_elu
+from .autoregressive import ShiftedConv2d, ShiftedDeconv2d, TorchOps, concat_elu, gated_residual
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,11 +476,7 @@ def _pre_writer(pre: Callable) -> Callable[[torch.Tensor, torch.Tensor], Callabl
     writes pre(x) there in place (no temporaries for the known activations)."""
     if pre is concat_elu:
         def prepare(out: torch.Tensor) -> Callable[[torch.Tensor], None]:
-            b, c2, hh, ww = out.shape
-            sb, sc, sh, sw = out.stride()
-            c = c2 // 2
-            halves = out.as_strided((b, 2, c, hh, ww), (sb, c * sc, sc, sh, sw), out.storage_offset())
-            signs = out.new_tensor([1.0, -1.0]).reshape(2, 1, 1, 1)
+            halves, signs = _concat_elu_halves(out)
 
             def write(x: torch.Tensor) -> None:  # [elu(x), elu(-x)]: one product with the signs, one elu
                 torch.mul(x.unsqueeze(1), signs, out=halves)
@@ -493,6 +489,31 @@ def _pre_writer(pre: Callable) -> Callable[[torch.Tensor, torch.Tensor], Callabl
     if pre is F.relu:
         return lambda out: (lambda x: torch.clamp(x, min=0, out=out))
     return lambda out: (lambda x: out.copy_(pre(x)))
+
+
+def _concat_elu_halves(out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A (B, 2C, h, w) concat_elu cache view as (B, 2, C, h, w) halves, and the (2, 1, 1, 1) signs [1, -1]."""
+    b, c2, hh, ww = out.shape
+    sb, sc, sh, sw = out.stride()
+    c = c2 // 2
+    halves = out.as_strided((b, 2, c, hh, ww), (sb, c * sc, sc, sh, sw), out.storage_offset())
+    return halves, out.new_tensor([1.0, -1.0]).reshape(2, 1, 1, 1)
+
+
+def _fixed_writer(pre: Callable, out: torch.Tensor, x: torch.Tensor) -> Callable[[], None]:
+    """``write()`` putting pre(x) into the pre-activation cache view ``out``, for an x (B, C, h, w) that is
+    always the same tensor (a node's scratch or cache view): its views are made once, here."""
+    if pre is concat_elu:
+        halves, signs = _concat_elu_halves(out)
+        x1 = x.unsqueeze(1)
+
+        def write() -> None:
+            torch.mul(x1, signs, out=halves)
+            F.elu_(halves)
+
+        return write
+    write = _pre_writer(pre)(out)
+    return lambda: write(x)
 
 
 _SPLITTABLE = (concat_elu, F.elu, F.relu)  # side pre-activations whose 1x1 layer splits over the inputs
@@ -626,6 +647,26 @@ def _conv_matrices(node: Node, caches: "_Caches", per_node: dict, index: int):
     return per_node[index]
 
 
+def _sequence(*calls: Callable[[], object]) -> Callable[[], None]:
+    """One closure running the given no-argument calls in order."""
+    if len(calls) == 1:
+        return calls[0]
+    if len(calls) == 2:
+        first, second = calls
+
+        def run() -> None:
+            first()
+            second()
+
+        return run
+
+    def run_all() -> None:
+        for call in calls:
+            call()
+
+    return run_all
+
+
 def _step_function(index: int, node: Node, rect, caches: _Caches, per_node: Dict[int, tuple]) -> Callable[[], None]:
     """A closure computing node ``index`` on output rectangle ``rect`` into its cache (and the node's
     pre-activated caches). ``per_node`` keeps what a node's closures share (weights, scratch)."""
@@ -671,8 +712,27 @@ def _step_function(index: int, node: Node, rect, caches: _Caches, per_node: Dict
                     for a, m in rest:
                         scratch.addmm_(a, m)
                     return y
-            if post is None:
-                return lambda: put(product())
+            pre_views = [(pre, caches.at(index, r0, r1, c0, c1, pre)) for pre, _ in caches.pre_users.get(index, ())]
+            if post is None:  # the products' scratch is the result: copied to the raw cache, pre-activated
+                writes = [_fixed_writer(pre, out, y) for pre, out in pre_views]
+                if target is not None:
+                    writes.insert(0, functools.partial(target.copy_, y))
+                return _sequence(product, *writes)
+            if post is gated_residual and len(extras) == 1:  # skip + a * sigmoid(b), written where it is kept
+                f = node.channels
+                dest = target
+                if dest is None:
+                    if ("result", index) not in per_node:
+                        per_node["result", index] = y[:, :f].clone()
+                    dest = per_node["result", index]
+                a_half, b_half, skip = y[:, :f], y[:, f:], extras[0]
+                writes = [_fixed_writer(pre, out, dest) for pre, out in pre_views]
+
+                def gate() -> None:
+                    torch.sigmoid(b_half, out=b_half)
+                    torch.addcmul(skip, a_half, b_half, out=dest)
+
+                return _sequence(product, gate, *writes)
             return lambda: put(post(product(), *extras))
         if r1 - r0 == 1 and splittable:  # one row of n positions: overlapping-window views, batched products
             rows_w, side_w, bias = _conv_matrices(node, caches, per_node, index)
