@@ -647,6 +647,28 @@ def _conv_matrices(node: Node, caches: "_Caches", per_node: dict, index: int):
     return per_node[index]
 
 
+def _row_buffers(index: int, n: int, mats: List[torch.Tensor], bias: Optional[torch.Tensor], per_node: dict):
+    """Scratch for a conv node's products on rows of n positions, shared by its closures: the (B, n, K)
+    buffer of the windows side by side (K = the rows of ``mats`` together), its (B * n, K) view, the
+    (B * n, Cout) result, the bias as (Cout,) or per example repeated over the row (B * n, Cout) (or
+    None), and the result as a (B, Cout, 1, n) view; the stacked (K, Cout) weight goes to
+    ``per_node["rowmat", index]``."""
+    if ("rowmat", index) not in per_node:
+        per_node["rowmat", index] = torch.cat(mats, 0).contiguous()
+    key = ("rows", index, n)
+    if key not in per_node:
+        weight = per_node["rowmat", index]
+        k, cout = weight.shape
+        b = per_node["batch"]
+        col = weight.new_zeros((b, n, k))
+        acc = weight.new_empty((b * n, cout))
+        bias_rows = bias
+        if bias is not None and bias.dim() == 2:  # per example: (B, Cout) -> (B * n, Cout)
+            bias_rows = bias[:, None, :].expand(b, n, cout).reshape(b * n, cout)
+        per_node[key] = (col, col.view(b * n, k), acc, bias_rows, acc.view(b, n, cout).permute(0, 2, 1)[:, :, None, :])
+    return per_node[key]
+
+
 def _sequence(*calls: Callable[[], object]) -> Callable[[], None]:
     """One closure running the given no-argument calls in order."""
     if len(calls) == 1:
@@ -734,19 +756,26 @@ def _step_function(index: int, node: Node, rect, caches: _Caches, per_node: Dict
 
                 return _sequence(product, gate, *writes)
             return lambda: put(post(product(), *extras))
-        if r1 - r0 == 1 and splittable:  # one row of n positions: overlapping-window views, batched products
+        if r1 - r0 == 1 and splittable:  # one row of n positions: the windows side by side, one product
             rows_w, side_w, bias = _conv_matrices(node, caches, per_node, index)
             n = c1 - c0
-            pairs = [(caches.windows(src, r0 * s - pt + i, c0 * s - pl, n, kw, s, node.pre), m) for i, m in enumerate(rows_w)]
-            pairs += [(caches.windows(i, r0, c0, n, 1, 1, node.side_pre), m) for i, m in zip(node.side_inputs, side_w)]
+            col, col2d, acc, bias_rows, result = _row_buffers(index, n, rows_w + side_w, bias, per_node)
+            sources = [caches.windows(src, r0 * s - pt + i, c0 * s - pl, n, kw, s, node.pre) for i in range(kh)]
+            sources += [caches.windows(i, r0, c0, n, 1, 1, node.side_pre) for i in node.side_inputs]
+            copies, offset = [], 0
+            for source in sources:  # (B, n, k) window rows into their columns of the (B, n, K) buffer
+                copies.append((col[:, :, offset : offset + source.shape[2]], source))
+                offset += source.shape[2]
+            weight = per_node["rowmat", index]
 
             def products() -> torch.Tensor:
-                acc = torch.matmul(pairs[0][0], pairs[0][1])  # (B, n, Cout)
-                for a, m in pairs[1:]:
-                    acc.add_(torch.matmul(a, m))
-                if bias is not None:
-                    acc.add_(bias[:, None] if bias.dim() == 2 else bias)
-                return acc.permute(0, 2, 1)[:, :, None, :]
+                for dst, source in copies:
+                    dst.copy_(source)
+                if bias_rows is None:
+                    torch.mm(col2d, weight, out=acc)
+                else:
+                    torch.addmm(bias_rows, col2d, weight, out=acc)
+                return result
 
             if post is None:
                 return lambda: put(products())
@@ -819,7 +848,7 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
     try:
         caches = _Caches(nodes, plan, z.shape[0], z)
         programs = plan.programs if rows is None else plan.programs[: rows * w]
-        per_node: Dict[object, tuple] = {}
+        per_node: Dict[object, object] = {"batch": z.shape[0]}
         used = sorted({k for ids in programs for k in ids})
         built = dict(zip(used, (_step_function(i, nodes[i], rect, caches, per_node) for i, rect in
                                 (plan.closures[k] for k in used))))
