@@ -840,12 +840,12 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
     ``stats`` (tests): filled with the numbers of entries run and of step closures built.
     """
     c, h, w = decoder.spec.shape
-    nodes, output = record(decoder, z)
-    sig = tuple(n.signature() for n in nodes)
-    plan = schedule(sig, output, _whole_windows(nodes))
     collecting = gc.isenabled()
-    gc.disable()  # thousands of closures and views: cyclic collection passes would walk them all
+    gc.disable()  # the schedule's tuples, thousands of closures and views: collection passes would walk them all
     try:
+        nodes, output = record(decoder, z)
+        sig = tuple(n.signature() for n in nodes)
+        plan = schedule(sig, output, _whole_windows(nodes))
         caches = _Caches(nodes, plan, z.shape[0], z)
         programs = plan.programs if rows is None else plan.programs[: rows * w]
         per_node: Dict[object, object] = {"batch": z.shape[0]}
