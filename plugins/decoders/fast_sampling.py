@@ -258,7 +258,8 @@ class Schedule:
 def reads(sig: Tuple[tuple, ...], index: int, rect: Tuple[int, int, int, int]) -> List[Tuple[int, int, int, int, int, bool]]:
     """The cache rectangles that computing node ``index`` on output rectangle ``rect`` = (r0, r1, c0, c1)
     reads: (input node, rows a..b, columns ca..cb, whether it is read as one multi-row view), rows and
-    columns in the input's output coordinates (negative ones are its zero margins)."""
+    columns in the input's output coordinates (negative ones are its zero margins). The bounds may also
+    be int64 arrays of many rectangles (the schedule's bookkeeping); the results are then arrays too."""
     kind, inputs, _size, geom = sig[index]
     r0, r1, c0, c1 = rect
     if kind == "pointwise":
@@ -272,8 +273,12 @@ def reads(sig: Tuple[tuple, ...], index: int, rect: Tuple[int, int, int, int]) -
     if kind == "deconv":
         kh, kw, s, cl = geom
         h, w = sig[src][2]
-        i0, i1 = max(0, -((kh - 1 - r0) // s)), min(h, (r1 - 1) // s + 1)
-        j0, j1 = max(0, -((kw - 1 - c0 - cl) // s)), min(w, (c1 - 1 + cl) // s + 1)
+        if isinstance(r0, np.ndarray):
+            i0, i1 = np.maximum(0, -((kh - 1 - r0) // s)), np.minimum(h, (r1 - 1) // s + 1)
+            j0, j1 = np.maximum(0, -((kw - 1 - c0 - cl) // s)), np.minimum(w, (c1 - 1 + cl) // s + 1)
+        else:
+            i0, i1 = max(0, -((kh - 1 - r0) // s)), min(h, (r1 - 1) // s + 1)
+            j0, j1 = max(0, -((kw - 1 - c0 - cl) // s)), min(w, (c1 - 1 + cl) // s + 1)
         return [(src, i0, i1, j0, j1, i1 - i0 > 1)] + at_outputs
     down, right = geom  # shift
     return [(src, r0 - down, r1 - down, c0 - right, c1 - right, r1 - r0 > 1)] + at_outputs
@@ -303,6 +308,18 @@ def _segments(avail: np.ndarray, need: np.ndarray) -> List[Tuple[int, int, int, 
         if start is not None:
             out.append((r, r + 1, start, end, hi))
     return out
+
+
+def _cells(a: np.ndarray, b: np.ndarray, ca: np.ndarray, cb: np.ndarray, shape: Tuple[int, int]):
+    """Every cell of the rectangles [a, b) x [ca, cb) (int64 arrays) clipped to [0, h) x [0, w): its row,
+    its column and the index of its rectangle."""
+    h, w = shape
+    a, b, ca, cb = np.clip(a, 0, h), np.clip(b, 0, h), np.clip(ca, 0, w), np.clip(cb, 0, w)
+    nr, nc = np.maximum(b - a, 0), np.maximum(cb - ca, 0)
+    count = nr * nc
+    which = np.repeat(np.arange(len(a)), count)
+    local = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    return a[which] + local // nc[which], ca[which] + local % nc[which], which
 
 
 def _ring_rows(height: int, margin_top: int, margin_bottom: int, written: np.ndarray, last_read: np.ndarray,
@@ -367,40 +384,48 @@ def schedule(sig: Tuple[tuple, ...], output: int, whole_windows: frozenset = fro
     rings = [_ring_rows(sig[i][2][0], margins[i][0], margins[i][1], written[i], last[i], views[i]) if live[i] else 0
              for i in range(n)]
     steps = tuple(tuple(sorted(s)) for s in per_step)
+    by_node: Dict[int, List[Tuple[int, int, int, int]]] = {}
+    for entries in steps:
+        for i, *rect in entries:
+            by_node.setdefault(i, []).append(tuple(rect))
+    keys = {}
+    for i, rects in by_node.items():
+        keys.update(zip(((i, *rect) for rect in rects), _entry_keys(sig, rings, margins, i, rects)))
     numbers: Dict[tuple, int] = {}
     closures: List[Tuple[int, Tuple[int, int, int, int]]] = []
     programs = []
     for entries in steps:
         ids = []
-        for i, *rect in entries:
-            key = _entry_key(sig, rings, margins, i, tuple(rect))
+        for entry in entries:
+            key = keys[entry]
             if key not in numbers:
                 numbers[key] = len(closures)
-                closures.append((i, tuple(rect)))
+                closures.append((entry[0], tuple(entry[1:])))
             ids.append(numbers[key])
         programs.append(tuple(ids))
     return Schedule(steps, tuple(tuple(m) for m in margins), tuple(live), output, tuple(rings), tuple(programs),
                     tuple(closures))
 
 
-def slot(rings: Sequence[int], margins: Sequence[Sequence[int]], i: int, r: int) -> int:
-    """The storage row of node i's output row r (negative r: its zero padding rows); see ``Schedule``."""
+def slot(rings: Sequence[int], margins: Sequence[Sequence[int]], i: int, r):
+    """The storage row of node i's output row r (negative r: its zero padding rows; an int or an int64
+    array of rows); see ``Schedule``."""
     ring = rings[i]
     return r % ring if ring else r + margins[i][0]
 
 
-def _entry_key(sig: Tuple[tuple, ...], rings, margins, index: int, rect: Tuple[int, int, int, int]) -> tuple:
-    """What a step closure depends on: the node, the storage slots and columns of what it writes and
-    reads (and a transposed convolution's crop). Entries of different rows with equal keys (ring buffers)
-    share one closure."""
-    r0, r1, c0, c1 = rect
-    key = [index, slot(rings, margins, index, r0), r1 - r0, c0, c1]
-    got = reads(sig, index, rect)
+def _entry_keys(sig: Tuple[tuple, ...], rings, margins, index: int, rects: List[Tuple[int, int, int, int]]) -> List[tuple]:
+    """What the step closure of node ``index`` on each rectangle depends on: the storage slots and columns
+    of what it writes and reads (and a transposed convolution's crop). Entries of different rows with
+    equal keys (ring buffers) share one closure."""
+    r0, r1, c0, c1 = (np.array(column, dtype=np.int64) for column in zip(*rects))
+    parts = [slot(rings, margins, index, r0), r1 - r0, c0, c1]
+    got = reads(sig, index, (r0, r1, c0, c1))
     for j, a, b, ca, cb, _multi in got:
-        key += (j, slot(rings, margins, j, a), b - a, ca, cb)
+        parts += [slot(rings, margins, j, a), b - a, ca, cb]
     if sig[index][0] == "deconv":
-        key.append(r0 - sig[index][3][2] * got[0][1])
-    return tuple(key)
+        parts.append(r0 - sig[index][3][2] * got[0][1])
+    return [(index, *row) for row in np.stack(parts, 1).tolist()]
 
 
 def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], output: int, margins: List[List[int]],
@@ -432,21 +457,22 @@ def _place(sig: Tuple[tuple, ...], maps: List[np.ndarray], live: List[bool], out
             rects = [r for r in _rectangles(np.where(wanted != _NEVER, avail, _NEVER)) if r[4] != _NEVER]
         else:
             rects = _segments(avail, wanted)
-        steps = np.full(sig[i][2], _NEVER, dtype=np.int64)
         for r0, r1, c0, c1, step in rects:
             per_step[step].append((i, r0, r1, c0, c1))
-            steps[r0:r1, c0:c1] = step
             if r1 - r0 > 1:
                 views[i].add((r0, r1))
-            for k, (j, a, b, ca, cb, multi) in enumerate(reads(sig, i, (r0, r1, c0, c1))):
-                if multi or (k == 0 and i in whole_windows):
-                    views[j].add((a, b))
-                hh, ww = sig[j][2]
-                ca, cb = max(ca, 0), min(cb, ww)
-                view = need[j][max(a, 0) : min(b, hh), ca:cb]
-                np.minimum(view, step, out=view)
-                view = last[j][a + margins[j][0] : b + margins[j][0], ca:cb]
-                np.maximum(view, step, out=view)
+        r0, r1, c0, c1, step = (np.array(column, dtype=np.int64) for column in zip(*rects))
+        steps = np.full(sig[i][2], _NEVER, dtype=np.int64)
+        rows, cols, which = _cells(r0, r1, c0, c1, sig[i][2])
+        steps[rows, cols] = step[which]
+        for k, (j, a, b, ca, cb, multi) in enumerate(reads(sig, i, (r0, r1, c0, c1))):
+            whole = np.ones_like(multi) if k == 0 and i in whole_windows else multi
+            views[j].update(zip(a[whole].tolist(), b[whole].tolist()))
+            rows, cols, which = _cells(a, b, ca, cb, sig[j][2])
+            np.minimum.at(need[j], (rows, cols), step[which])
+            top = margins[j][0]
+            rows, cols, which = _cells(a + top, b + top, ca, cb, last[j].shape)
+            np.maximum.at(last[j], (rows, cols), step[which])
         written[i] = steps
     return per_step, written, last, views
 
