@@ -296,3 +296,16 @@ def test_a_ring_is_only_as_short_as_the_reads_allow():
     assert fast_sampling._ring_rows(8, 0, 0, torch.arange(8)[:, None].numpy().copy(),
                                     (torch.arange(8)[:, None] + 1).numpy().copy(), {(1, 3)}) == 4
     assert fast_sampling._ring_rows(4, 0, 1, written, last, set()) == 0
+
+
+@pytest.mark.parametrize("name,spec,options", [
+    ("pixelcnn", DataSpec("gray8", (1, 1, 1)), {"layers": 1, "channels": 4}),  # layers never needed at all
+    ("pixelcnn", DataSpec("binary", (1, 1, 6)), {"layers": 2, "channels": 4}),  # one row: no rows above
+    ("pixelcnn", DataSpec("binary", (1, 5, 1)), {"layers": 2, "channels": 4}),  # one column
+    ("pixelcnnpp", DataSpec("rgb8", (3, 4, 4)), {"nr_filters": 4}),  # coarsest level 1 x 1
+])
+def test_tiny_images_give_the_naive_samples_bitwise(name, spec, options):
+    dec = build(name, spec, **options)
+    z = torch.randn(1, 3, dtype=torch.float64)
+    naive = dec.sample(z, generator=torch.Generator().manual_seed(2), fast=False)
+    assert torch.equal(naive, dec.sample(z, generator=torch.Generator().manual_seed(2), fast=True))
