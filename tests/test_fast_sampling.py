@@ -231,6 +231,7 @@ def test_bench_cli_runs_a_tiny_configuration(tmp_path):
     assert [r["decoder"] for r in result["sampling"]] == ["pixelcnn", "pixelcnnpp"]
     assert all(r["naive_extrapolated_from_rows"] == 2 and r["speedup"] > 0 for r in result["sampling"])
     assert all(r["rounds"] == 2 and len(r["wall_s_per_round"]["naive"]) == 2 and r["speedup_cpu"] > 0
+               and len(r["cpu_s_per_round"]["fast"]) == 2
                and r["identical"] for r in result["sampling"])
     bad = CliRunner().invoke(decoders, ["--decoders", "wavenet"])
     assert bad.exit_code != 0 and "unknown decoder" in bad.output
