@@ -311,10 +311,10 @@ def _segments(avail: np.ndarray, need: np.ndarray) -> List[Tuple[int, int, int, 
         for c, (a, nd) in enumerate(zip(a_row, need_row)):
             if nd == _NEVER:
                 continue
-            if start is not None and c == end:
-                top, bottom = (hi if hi >= a else a), (lo if lo <= nd else nd)
-                if top <= bottom:
-                    hi, lo, end = top, bottom, c + 1
+            if start is not None and c == end:  # extend while the latest availability <= the earliest need
+                new_hi, new_lo = (hi if hi >= a else a), (lo if lo <= nd else nd)
+                if new_hi <= new_lo:
+                    hi, lo, end = new_hi, new_lo, c + 1
                     continue
             if start is not None:
                 out.append((r, r + 1, start, end, hi))
@@ -398,6 +398,13 @@ def schedule(sig: Tuple[tuple, ...], output: int, whole_windows: frozenset = fro
     rings = [_ring_rows(sig[i][2][0], margins[i][0], margins[i][1], written[i], last[i], views[i]) if live[i] else 0
              for i in range(n)]
     steps = tuple(tuple(sorted(s)) for s in per_step)
+    programs, closures = _number_closures(sig, steps, rings, margins)
+    return Schedule(steps, tuple(tuple(m) for m in margins), tuple(live), output, tuple(rings), programs, closures)
+
+
+def _number_closures(sig: Tuple[tuple, ...], steps, rings: Sequence[int], margins: Sequence[Sequence[int]]):
+    """Number the entries of all steps by their closure keys (``_entry_keys``), in order of first use:
+    (step -> closure numbers of its entries, closure number -> (node, rect) of its first entry)."""
     by_node: Dict[int, List[Tuple[int, int, int, int]]] = {}
     for entries in steps:
         for i, *rect in entries:
@@ -417,8 +424,7 @@ def schedule(sig: Tuple[tuple, ...], output: int, whole_windows: frozenset = fro
                 closures.append((entry[0], tuple(entry[1:])))
             ids.append(numbers[key])
         programs.append(tuple(ids))
-    return Schedule(steps, tuple(tuple(m) for m in margins), tuple(live), output, tuple(rings), tuple(programs),
-                    tuple(closures))
+    return tuple(programs), tuple(closures)
 
 
 def slot(rings: Sequence[int], margins: Sequence[Sequence[int]], i: int, r):
