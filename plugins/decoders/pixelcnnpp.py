@@ -71,15 +71,19 @@ def _quantize_rgb(mu, y, co, out):
     mu_G + c0 x_R, then mu_B + c1 x_R + c2 x_G (the quantized earlier values). mu, y, co (B, 3): torch
     tensors or numpy arrays of one dtype; each step is one correctly rounded IEEE operation (add, multiply,
     divide, round half to even, clip), so both give the same bits as the general sampler."""
-    lib = np if isinstance(out, np.ndarray) else torch
+    if isinstance(out, np.ndarray):  # ufuncs straight away (np.round and np.clip add Python wrappers)
+        def level(t):
+            return np.minimum(np.maximum(np.rint(t, out=t), 0.0, out=t), 255.0, out=t)
+    else:
+        def level(t):
+            return torch.round(t).clamp_(0.0, 255.0)
     for ch in range(3):
         m = mu[:, ch]
         if ch == 1:
             m = m + co[:, 0] * out[:, 0]
         elif ch == 2:
             m = m + co[:, 1] * out[:, 0] + co[:, 2] * out[:, 1]
-        level = lib.clip(lib.round((m + y[:, ch] + 1.0) * 127.5), 0.0, 255.0)
-        out[:, ch] = level / 127.5 - 1.0
+        out[:, ch] = level((m + y[:, ch] + 1.0) * 127.5) / 127.5 - 1.0
     return out
 
 
@@ -228,7 +232,7 @@ class PixelCNNpp(AutoregressiveDecoder):
         with torch.autocast(device_type=params.device.type, enabled=False) if autocast else contextlib.nullcontext():
             if params.dtype != dtype or uniforms.dtype != dtype:
                 params, uniforms = params.to(dtype), uniforms.to(dtype)
-            u_comp, u_rest = uniforms.split((1, c), dim=1)
+            u_comp, u_rest = uniforms[:, :1], uniforms[:, 1:]
             cdf = torch.cumsum(torch.softmax(params[:, :k], dim=1), dim=1)  # (B, K)
             comp = (cdf < u_comp).sum(dim=1).clamp_(max=k - 1)  # (B,)
             blocks, per = (3, 3) if c == 3 else (2, c)
