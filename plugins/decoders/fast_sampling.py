@@ -901,15 +901,16 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
         built = dict(zip(used, (_step_function(i, nodes[i], rect, caches, per_node) for i, rect in
                                 (plan.closures[k] for k in used))))
         steps = [[built[k] for k in ids] for ids in programs]
-        pixel_views: Dict[Tuple[int, int], tuple] = {}
+        pixel_views: Dict[Tuple[int, int, int], tuple] = {}
         values: List[torch.Tensor] = []
         for step, todo in enumerate(steps):
             for compute in todo:
                 compute()
             r, col = divmod(step, w)
-            views = pixel_views.get((caches.slot(output, r), caches.slot(0, r), col))
-            if views is None:
-                views = pixel_views[caches.slot(output, r), caches.slot(0, r), col] = (
+            where = (caches.slot(output, r), caches.slot(0, r), col)
+            views = pixel_views.get(where)
+            if views is None:  # the output row, the canvas row and its pre-activations at these slots
+                views = pixel_views[where] = (
                     caches.row(output, r, col, col + 1), caches.row(0, r, col, col + 1),
                     [prepare(caches.at(0, r, r + 1, col, col + 1, pre)) for pre, prepare in caches.pre_users.get(0, ())])
             params, canvas_row, canvas_writers = views
@@ -922,9 +923,9 @@ def run_fast(decoder, z: torch.Tensor, pixel: Callable[[int, int, torch.Tensor],
                 infovae.progress.advance(step + 1, len(steps))  # pixels done, per finished row
         if stats is not None:
             stats.update(entries=sum(len(t) for t in steps), closures=len(built))
-        canvas = z.new_zeros((h * w, z.shape[0], c))
+        canvas = z.new_zeros((h * w, z.shape[0], c))  # (pixel, B, C); rows not drawn stay 0
         if values:
-            torch.stack(values, out=canvas[: len(values)]) if values[0].dtype == z.dtype else canvas[: len(values)].copy_(torch.stack(values))
+            canvas[: len(values)].copy_(torch.stack(values))
         return canvas.view(h, w, z.shape[0], c).permute(2, 3, 0, 1).contiguous()
     finally:
         if collecting:
