@@ -195,3 +195,21 @@ def test_float32_fast_and_naive_draw_the_same_integers_at_the_benchmark_configur
     draws = [dec.sample(z, generator=torch.Generator().manual_seed(5), fast=fast, rows=1) for fast in (False, True)]
     levels = [torch.round((d + 1) * 127.5).to(torch.uint8) for d in draws]
     assert torch.equal(levels[0], levels[1]) and torch.equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rgb_quantization_gives_the_same_bits_on_numpy_rows_and_on_tensors(dtype):
+    """sample_pixel quantizes the channels on numpy views on the CPU and with torch operations elsewhere:
+    both are the same correctly rounded operations, so the same bits (run here on CPU tensors)."""
+    import numpy as np
+
+    from infovae.plugins.decoders.pixelcnnpp import _quantize_rgb
+
+    g = torch.Generator().manual_seed(1)
+    mu, y = (torch.randn(4000, 3, generator=g, dtype=torch.float64) * 1.5).to(dtype), \
+        (torch.randn(4000, 3, generator=g, dtype=torch.float64) * 0.3).to(dtype)
+    co = torch.tanh(torch.randn(4000, 3, generator=g, dtype=torch.float64)).to(dtype)
+    y[:5] = float("-inf")  # logit(0): the lowest bin
+    on_tensors = _quantize_rgb(mu, y, co, torch.empty(4000, 3, dtype=dtype))
+    on_numpy = torch.from_numpy(_quantize_rgb(mu.numpy(), y.numpy(), co.numpy(), np.empty((4000, 3), dtype=mu.numpy().dtype)))
+    assert torch.equal(on_tensors, on_numpy) and (on_numpy[:5] == -1.0).all()

@@ -25,8 +25,10 @@ H and W must be divisible by 4 (two halvings).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,6 +57,34 @@ PRESETS = {
     "small": (1, 32, 5, 0.0),  # CPU-friendly default
     "paper": (5, 160, 10, 0.5),  # Salimans et al. 2017, CIFAR-10
 }
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_index(batch: int, device: torch.device) -> torch.Tensor:
+    """arange(batch) (int64): the rows of a per-example gather, made once per batch size."""
+    return torch.arange(batch, device=device)
+
+
+def _quantize_rgb(mu, y, co, out):
+    """The RGB channels of the chosen components in order, written into ``out`` (B, 3): level =
+    round((m + y + 1) * 127.5) clipped to [0, 255], value = level / 127.5 - 1, with m = mu_R, then
+    mu_G + c0 x_R, then mu_B + c1 x_R + c2 x_G (the quantized earlier values). mu, y, co (B, 3): torch
+    tensors or numpy arrays of one dtype; each step is one correctly rounded IEEE operation (add, multiply,
+    divide, round half to even, clip), so both give the same bits as the general sampler."""
+    if isinstance(out, np.ndarray):  # ufuncs straight away (np.round and np.clip add Python wrappers)
+        def level(t):
+            return np.minimum(np.maximum(np.rint(t, out=t), 0.0, out=t), 255.0, out=t)
+    else:
+        def level(t):
+            return torch.round(t).clamp_(0.0, 255.0)
+    for ch in range(3):
+        m = mu[:, ch]
+        if ch == 1:
+            m = m + co[:, 0] * out[:, 0]
+        elif ch == 2:
+            m = m + co[:, 1] * out[:, 0] + co[:, 2] * out[:, 1]
+        out[:, ch] = level((m + y[:, ch] + 1.0) * 127.5) / 127.5 - 1.0
+    return out
 
 
 class _DroppedConcatElu:
@@ -205,23 +235,21 @@ class PixelCNNpp(AutoregressiveDecoder):
         dtype = torch.float64 if params.dtype == torch.float64 else torch.float32
         autocast = torch.is_autocast_enabled(params.device.type)
         with torch.autocast(device_type=params.device.type, enabled=False) if autocast else contextlib.nullcontext():
-            params, u = params.to(dtype), uniforms.to(dtype)
+            if params.dtype != dtype or uniforms.dtype != dtype:
+                params, uniforms = params.to(dtype), uniforms.to(dtype)
+            u_comp, u_rest = uniforms[:, :1], uniforms[:, 1:]
             cdf = torch.cumsum(torch.softmax(params[:, :k], dim=1), dim=1)  # (B, K)
-            comp = (cdf < u[:, :1]).sum(dim=1).clamp_(max=k - 1)  # (B,)
+            comp = (cdf < u_comp).sum(dim=1).clamp_(max=k - 1)  # (B,)
             blocks, per = (3, 3) if c == 3 else (2, c)
-            chosen = params[:, k:].reshape(b, blocks, k, per)[torch.arange(b, device=params.device), :, comp]  # (B, blocks, per)
+            chosen = params[:, k:].reshape(b, blocks, k, per)[_batch_index(b, params.device), :, comp]  # (B, blocks, per)
             mu = chosen[:, 0]
-            y = torch.logit(u[:, 1:]).mul_(chosen[:, 1].clamp(MIN_LOG_SCALE, MAX_LOG_SCALE).exp_())  # scale * logit(u)
+            y = torch.logit(u_rest).mul_(chosen[:, 1].clamp(MIN_LOG_SCALE, MAX_LOG_SCALE).exp_())  # scale * logit(u)
             if c == 1:
                 return torch.round((mu + y + 1.0) * 127.5).clamp_(0.0, 255.0).div_(127.5).sub_(1.0)
             co = torch.tanh(chosen[:, 2])
-            out = torch.empty((b, c), dtype=dtype, device=params.device)
-            for ch in range(c):  # channels in order: G's mean uses the quantized R, B's uses R and G
-                m = mu[:, ch]
-                if ch == 1:
-                    m = m + co[:, 0] * out[:, 0]
-                elif ch == 2:
-                    m = m + co[:, 1] * out[:, 0] + co[:, 2] * out[:, 1]
-                level = torch.round((m + y[:, ch] + 1.0) * 127.5).clamp_(0.0, 255.0)
-                torch.div(level, 127.5, out=out[:, ch]).sub_(1.0)
-            return out
+            if params.device.type != "cpu":
+                return _quantize_rgb(mu, y, co, torch.empty((b, c), dtype=dtype, device=params.device))
+            # on the CPU the same IEEE operations on numpy views of the (B, 3) rows cost a third of the dispatch
+            out = np.empty((b, c), dtype=np.float64 if dtype == torch.float64 else np.float32)
+            _quantize_rgb(mu.numpy(), y.numpy(), co.numpy(), out)
+            return torch.from_numpy(out)
