@@ -27,11 +27,13 @@ from typing import Optional, Tuple, Union
 import torch
 
 from .distances import (
+    centre_rows,
     _LOG2E,
     PooledPair,
     exact_median_sq_dist,
     expanded_sq_dists,
     order_stats_of,
+    sym_mm,
 )
 
 __all__ = ["fused_max_rows", "mmd_fused", "FUSED_MAX_ROWS"]
@@ -101,39 +103,48 @@ def _kernel_in_place(d2: torch.Tensor, kernel: str, scales: Tuple[float, ...], w
     return k, e, 1.0
 
 
+@functools.lru_cache(maxsize=16)
+def _ones_column(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A cached (n, 1) column of ones (read only: it is only ever concatenated)."""
+    return torch.ones(n, 1, dtype=dtype, device=device)
+
+
 def fused_value_and_grad(zs: torch.Tensor, n_first: int, kernel: str, bandwidth: Union[str, Tuple[float, ...]],
                          estimator: str, need_grad: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(MMD^2 as a 0-dim tensor of zs's dtype, its gradient w.r.t. the rows of zs or None)
     for the pooled canonical rows zs (N, d), the first ``n_first`` of them one sample."""
     n_total, d = zs.shape
-    zc = zs - zs.mean(0)
+    zc = centre_rows(zs)  # translation safety
+    # The same distance matrix with or without the median heuristic (which selects from
+    # it), so that an explicit bandwidth equal to the heuristic's gives the same bits.
     d2, sq = expanded_sq_dists(zc)
     scales = (_median_scale(kernel, zs, d2, sq),) if bandwidth == "median" else bandwidth
     k, e, efac = _kernel_in_place(d2, kernel, scales, need_grad)
     w, const = block_weights(n_first, n_total - n_first, estimator, zs.dtype, zs.device)
     g = None
     if need_grad:
-        aug = torch.cat([zc, torch.ones_like(zc[:, :1])], 1)
+        aug = torch.cat([zc, _ones_column(n_total, zc.dtype, zc.device)], 1)
         if e is k:
-            p = k.mul_(w).mm(aug)  # (K o W) [z, 1]: the gradient and, in the last column, the row sums
-            rows = p[:, d]
+            # (K o W) [z, 1]: the gradient and, in the last column, the (float32) row sums
+            p = sym_mm(k.mul_(w), aug)
+            total = p[:, d].sum(dtype=torch.float64)
         else:
-            rows = torch.mul(k, w).sum(1)
-            p = e.mul_(w).mm(aug)
+            total = torch.mul(k, w).sum(dtype=torch.float64)
+            p = sym_mm(e.mul_(w), aug)
         # d/dz_i sum_ij W_ij k_ij = 4 efac sum_j W_ij E_ij (z_j - z_i)
         g = torch.addcmul(p[:, :d], zc, p[:, d:], value=-1.0).mul_(4.0 * efac)
     else:
-        rows = k.mul_(w).sum(1)
-    # float32 row sums, added in float64; the value is read back (one scalar) so that the
-    # constant, the clamp and the zero gradient of the clamp cost no tensor operations.
-    total = float(rows.sum(dtype=torch.float64)) + const * len(scales)
+        total = k.mul_(w).sum(dtype=torch.float64)
+    # Added in float64; the value is read back (one scalar) so that the constant, the clamp
+    # and the zero gradient of the clamp cost no tensor operations.
+    total = float(total) + const * len(scales)
     if estimator == "biased" and not total >= 0.0:
         # >= 0 exactly for a PD kernel; a negative value is rounding, and the clamped
         # function has zero gradient there.
         total = 0.0
         if g is not None:
             g.zero_()
-    return torch.tensor(total, dtype=zs.dtype, device=zs.device), g
+    return torch.scalar_tensor(total, dtype=zs.dtype, device=zs.device), g
 
 
 class _FusedMMD(torch.autograd.Function):

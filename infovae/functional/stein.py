@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import torch
 
 from .distances import (
+    centre_rows,
     _LOG2E,
     KernelSpec,
     check_finite,
@@ -27,6 +28,7 @@ from .distances import (
     exact_float_math,
     expanded_sq_dists,
     kernel_sweep,
+    narrow_rhs,
     order_stats_of,
     order_stats_sq_dists,
     pairwise_sq_dists,
@@ -42,7 +44,7 @@ def _svgd_median(z: torch.Tensor, n: int, expanded=None):
     """(sigma, D): the SVGD median bandwidth of z's rows (see ``svgd_median_bandwidth``)
     and, when the fast route applied to z itself, the expanded-form distance matrix it
     used (reusable for the kernel), else None. ``expanded``: (D, sq) =
-    ``expanded_sq_dists(z - z.mean(0))`` when the caller already has it (n <= 2048)."""
+    ``expanded_sq_dists(centre_rows(z))`` when the caller already has it (n <= 2048)."""
     with torch.no_grad():
         sub = z
         if z.shape[0] > _MEDIAN_MAX_POINTS:
@@ -90,21 +92,27 @@ def svgd_median_bandwidth(z: torch.Tensor) -> float:
 
 
 def _dense_direction(zc: torch.Tensor, sf: torch.Tensor, inv: float, d2: Optional[torch.Tensor]) -> torch.Tensor:
-    """phi from the whole kernel matrix at once, K = exp(-r inv / 2), built in place of
-    ``d2`` (the median's expanded-form distances) when given, else from one Gram product
-    with the scale folded in; phi = (K (s - z inv) + z (K 1) inv) / n."""
-    n = zc.shape[0]
+    """phi (n, d), contiguous, from the whole kernel matrix at once, K = exp(-r inv / 2),
+    built in place of ``d2`` (the median's expanded-form distances) when given, else from
+    one Gram product with the scale folded in; phi = (K (s - z inv) + z (K 1) inv) / n in
+    one ``addmm`` (the scale 1/n and the repulsion z (K 1) inv ride in its alpha, beta and
+    bias). For narrow d the product runs transposed (``distances.narrow_rhs``), with K^T
+    for both K-terms (K is symmetric up to the rounding of its expanded form)."""
+    n, d = zc.shape
     c = -_LOG2E * 0.5 * inv
     if d2 is None:
-        sq = (zc * zc).sum(1)
+        sq = torch.linalg.vecdot(zc, zc)
         # exponent c r_ij = c (sq_i + sq_j - 2 z_i.z_j), clamped at r >= 0, exactly 0 on the diagonal
         d2 = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c).clamp_max_(0.0)
         d2.fill_diagonal_(0.0)
     else:
         d2.mul_(c)
     k = d2.exp2_()
-    out = torch.addcmul(k @ torch.add(sf, zc, alpha=-inv), zc, k.sum(1, keepdim=True), value=inv)
-    return out.div_(n)
+    rhs = torch.add(sf, zc, alpha=-inv)
+    if narrow_rhs(d, zc.device):
+        # phi^T = (rhs^T K + inv z^T diag(K^T 1)) / n, transposed back into a contiguous (n, d)
+        return torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
+    return torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
 
 
 def stein_direction(
@@ -139,7 +147,7 @@ def stein_direction(
         sf = score.detach()
         if zf.dtype != dtype or sf.dtype != dtype:
             zf, sf = zf.to(dtype), sf.to(dtype)
-        zc = zf - zf.mean(0)  # the kernel and the repulsion depend on differences only
+        zc = centre_rows(zf)  # the kernel and the repulsion depend on differences only
         d2 = None
         if bw == "median":
             if n <= _MEDIAN_MAX_POINTS:
