@@ -77,6 +77,8 @@ def check_estimator(estimator: str) -> str:
 
 def parse_bandwidth(bandwidth: Bandwidth) -> Union[str, Tuple[float, ...]]:
     """'median' or a tuple of positive finite floats; a clear error otherwise."""
+    if type(bandwidth) is float and 0.0 < bandwidth < math.inf:  # the common case, checked in one comparison
+        return (bandwidth,)
     if isinstance(bandwidth, str):
         if bandwidth == "median":
             return "median"
