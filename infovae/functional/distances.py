@@ -14,6 +14,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from .selection import kth_smallest
+
 __all__ = ["pairwise_sq_dists"]
 
 _LOG2E = 1.0 / math.log(2.0)
@@ -303,15 +305,14 @@ def order_stats_sq_dists(z: torch.Tensor, full_ranks, pair_ranks=()):
     return order_stats_of(d2, sq, full_ranks, pair_ranks)
 
 
-def order_stats_of(d2: torch.Tensor, sq: torch.Tensor, full_ranks, pair_ranks=()):
-    """``order_stats_sq_dists`` on a given ``expanded_sq_dists`` result (d2, sq).
+def order_stats_of(d2: torch.Tensor, sq: torch.Tensor, full_ranks, pair_ranks=(), sq_max: Optional[float] = None):
+    """``order_stats_sq_dists`` on a given ``expanded_sq_dists`` result (d2, sq); ``sq_max``:
+    ``float(sq.max())`` when the caller has read it back already.
 
     Up to ``_HALF_MAX_ROWS`` rows the selection runs on the k (k - 1) / 2 entries
     i < j only (one gather with cached indices; a full rank q maps to 0 below k,
     else to pair rank (q - k) // 2): half the values and no duplicates, several
     times faster than selecting in the full matrix; above, on the full matrix."""
-    from .selection import kth_smallest
-
     k = d2.shape[0]
     if k <= _HALF_MAX_ROWS:
         pairs = d2.view(-1).index_select(0, _upper_linear_indices(k, d2.device))
@@ -321,7 +322,7 @@ def order_stats_of(d2: torch.Tensor, sq: torch.Tensor, full_ranks, pair_ranks=()
         values = [0.0 if r is None else got[r] for r in wanted]
     else:
         values = kth_smallest(d2, list(full_ranks) + [k + 2 * r for r in pair_ranks])
-    scale = 2.0 * float(sq.max())
+    scale = 2.0 * (float(sq.max()) if sq_max is None else sq_max)
     if scale <= 0.0 or min(values) <= _ORDER_STAT_MIN_FRACTION * scale:
         return None
     return values[: len(full_ranks)], values[len(full_ranks) :], d2

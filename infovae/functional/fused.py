@@ -27,8 +27,8 @@ from typing import Optional, Tuple, Union
 import torch
 
 from .distances import (
-    centre_rows,
     _LOG2E,
+    centre_rows,
     PooledPair,
     exact_median_sq_dist,
     expanded_sq_dists,

@@ -18,9 +18,12 @@ from typing import Optional, Tuple
 import torch
 
 from .distances import (
-    centre_rows,
     _LOG2E,
     KernelSpec,
+    _autocast_enabled,
+    _mean_weights,
+    _precision_access,
+    centre_rows,
     check_finite,
     check_samples,
     clamp_with_zero_diagonal_,
@@ -47,7 +50,7 @@ _TRANSPOSED_MIN_ROWS = 128
 def _svgd_median(z: torch.Tensor, n: int, expanded=None):
     """(sigma, D): the SVGD median bandwidth of z's rows (see ``svgd_median_bandwidth``)
     and, when the fast route applied to z itself, the expanded-form distance matrix it
-    used (reusable for the kernel), else None. ``expanded``: (D, sq) =
+    used (reusable for the kernel), else None. ``expanded``: (D, sq, float(sq.max())) from
     ``expanded_sq_dists(centre_rows(z))`` when the caller already has it (n <= 2048)."""
     with torch.no_grad():
         sub = z
@@ -59,7 +62,7 @@ def _svgd_median(z: torch.Tensor, n: int, expanded=None):
         if k <= 1:
             fast = None
         elif expanded is not None and sub is z:
-            fast = order_stats_of(expanded[0], expanded[1], ranks)
+            fast = order_stats_of(expanded[0], expanded[1], ranks, sq_max=expanded[2])
         else:
             fast = order_stats_sq_dists(sub, ranks)
         if fast is not None:
@@ -119,6 +122,57 @@ def _dense_direction(zc: torch.Tensor, sf: torch.Tensor, inv: float, d2: Optiona
     return torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
 
 
+_PLAIN_DTYPES = (torch.float32, torch.float64)
+
+
+def _plain_pair(z, score) -> bool:
+    """True for the common case that needs no conversion and passes every input check of
+    ``stein_direction``: two tensors of one float32 / float64 dtype, one device and the
+    same (n, d) shape, n, d >= 1."""
+    return (isinstance(z, torch.Tensor) and isinstance(score, torch.Tensor) and z.dim() == 2
+            and z.shape == score.shape and z.dtype in _PLAIN_DTYPES and score.dtype is z.dtype
+            and z.shape[0] > 0 and z.shape[1] > 0 and score.device == z.device)
+
+
+def _small_fixed_direction(z: torch.Tensor, score: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``stein_direction`` for one fixed sigma and n <= ``dense_max_rows`` rows, inputs
+    detached and passing ``_plain_pair``: the arithmetic of ``_dense_direction`` (same
+    centring, same exponent, same product), written out in one function with the matmul
+    precision guard inline, because at 64-128 rows every Python call costs a measurable
+    share. Falls back to ``exact_float_math`` where the C accessors are missing or
+    autocast is on."""
+    device = z.device
+    access = _precision_access(device.type)
+    if access is None or _autocast_enabled(device.type):
+        with exact_float_math(device):
+            out = _dense_direction(centre_rows(z), score, 1.0 / (sigma * sigma), None)
+    else:
+        getter, setter, name = access
+        old = getter(name, "matmul")
+        if old != "ieee":
+            setter(name, "matmul", "ieee")
+        try:
+            n, d = z.shape
+            zc = z - torch.mv(z.T, _mean_weights(n, z.dtype, device))  # = centre_rows(z)
+            inv = 1.0 / (sigma * sigma)
+            c = -_LOG2E * 0.5 * inv
+            sq = torch.linalg.vecdot(zc, zc)
+            k = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c)
+            k = clamp_with_zero_diagonal_(k, upper=True).exp2_()
+            rhs = torch.add(score, zc, alpha=-inv)
+            if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, device):
+                out = torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
+            else:
+                out = torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
+        finally:
+            if old != "ieee":
+                setter(name, "matmul", old)
+    if not math.isfinite(float(out.sum())):  # see the end of stein_direction
+        check_finite(z, "z")
+        check_finite(score, "score")
+    return out
+
+
 def stein_direction(
     z: torch.Tensor,
     score: torch.Tensor,
@@ -135,6 +189,9 @@ def stein_direction(
     or 2048 rows (median: the median's distance matrix becomes the kernel),
     else O(n d + block^2) via the tiled kernel sweep.
     """
+    if (type(bandwidth) is float and block_size is None and 0.0 < bandwidth < math.inf
+            and _plain_pair(z, score) and z.shape[0] <= dense_max_rows(z.device)):
+        return _small_fixed_direction(z.detach(), score.detach(), bandwidth)
     check_samples(z, "z", finite=False)
     check_samples(score, "score", finite=False)
     if score.shape != z.shape:
@@ -159,9 +216,10 @@ def stein_direction(
                 # One distance matrix for the median and (in place) the kernel; its row norms
                 # prove z finite before the selection (score is checked through the result).
                 d2, sq = expanded_sq_dists(zc)
-                if not math.isfinite(float(sq.max())):
+                sq_max = float(sq.max())
+                if not math.isfinite(sq_max):
                     check_finite(zf, "z")
-                sigma, d2 = _svgd_median(zf, n, (d2, sq))
+                sigma, d2 = _svgd_median(zf, n, (d2, sq, sq_max))
             else:
                 check_finite(zf, "z")  # before the selection; score is checked through the result
                 sigma, d2 = _svgd_median(zf, n)
