@@ -59,19 +59,19 @@ def test_fast_fixed_stein_is_the_general_path_bitwise():
 
 def test_fast_fixed_stein_is_selected_only_where_it_claims(monkeypatch):
     calls = []
-    real = stein_module._small_fixed_direction
-    monkeypatch.setattr(stein_module, "_small_fixed_direction", lambda *a: calls.append(1) or real(*a))
+    real = stein_module._small_direction
+    monkeypatch.setattr(stein_module, "_small_direction", lambda *a: calls.append(a[2]) or real(*a))
     z = torch.randn(32, 3, requires_grad=True)
     stein_direction(z, -z.detach(), 1.5)
     stein_direction(z.double(), -z.detach().double(), 1.5)
-    assert len(calls) == 2
     stein_direction(z, -z.detach(), "median")
+    assert calls == [1.5, 1.5, None]
     stein_direction(z, -z.detach(), (1.5,))
     stein_direction(z, -z.detach(), 1.5, block_size=8)
     stein_direction(z.half(), -z.detach().half(), 1.5)
     stein_direction(z.double(), -z.detach(), 1.5)  # mixed dtypes are converted by the general path
     stein_direction(torch.randn(600, 2), torch.randn(600, 2), 1.5)  # above dense_max_rows
-    assert len(calls) == 2
+    assert len(calls) == 3
 
 
 def test_fast_fixed_stein_keeps_the_guarantees():
@@ -183,3 +183,28 @@ def test_fused_mmd_on_both_product_orientations_matches_float64(d, kernel, bw):
     assert float(v.detach()) == pytest.approx(float(ref.detach()), rel=1e-4, abs=1e-7)
     assert torch.allclose(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-6)
     assert torch.allclose(y.grad.double(), y64.grad, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("bw", [1.1, "median"])
+def test_fast_stein_equals_the_general_path_bitwise(monkeypatch, bw):
+    """With the fast function disabled the general path runs the same arithmetic: same bits,
+    for the fixed bandwidth and the median heuristic (both product orientations)."""
+    g = torch.Generator().manual_seed(25)
+    cases = [(torch.randn(n, d, generator=g) * 2 + 1, torch.randn(n, d, generator=g)) for n, d in ((2, 1), (64, 8), (130, 4), (96, 40))]
+    fast = [stein_direction(z, s, bw) for z, s in cases]
+    monkeypatch.setattr(stein_module, "_small_direction", lambda *a: None)
+    for (z, s), got in zip(cases, fast):
+        assert torch.equal(got, stein_direction(z, s, bw))
+
+
+def test_fast_stein_median_degenerate_and_non_finite():
+    """Coinciding rows fall back to the general path's rule (sigma = 1 when all coincide);
+    non-finite z is named before any selection."""
+    same = torch.ones(6, 3)
+    assert torch.allclose(stein_direction(same, -same), -same)
+    half = torch.cat([torch.zeros(5, 2), torch.randn(3, 2)])
+    assert torch.isfinite(stein_direction(half, -half)).all()
+    bad = torch.randn(8, 2)
+    bad[2, 0] = float("inf")
+    with pytest.raises(ValueError, match="z contains NaN"):
+        stein_direction(bad, torch.zeros(8, 2))

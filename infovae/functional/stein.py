@@ -47,6 +47,12 @@ _MEDIAN_MAX_POINTS = 2048
 _TRANSPOSED_MIN_ROWS = 128
 
 
+def _svgd_ranks(total: int) -> Tuple[int, ...]:
+    """0-based ranks of numpy's median among ``total`` values: the middle one, or the two
+    middle ones (their mean is the median) for an even count."""
+    return (total // 2,) if total % 2 else (total // 2 - 1, total // 2)
+
+
 def _svgd_median(z: torch.Tensor, n: int, expanded=None):
     """(sigma, D): the SVGD median bandwidth of z's rows (see ``svgd_median_bandwidth``)
     and, when the fast route applied to z itself, the expanded-form distance matrix it
@@ -57,8 +63,7 @@ def _svgd_median(z: torch.Tensor, n: int, expanded=None):
         if z.shape[0] > _MEDIAN_MAX_POINTS:
             sub = z[torch.linspace(0, z.shape[0] - 1, _MEDIAN_MAX_POINTS, device=z.device).round().long()]
         k = sub.shape[0]
-        total = k * k
-        ranks = (total // 2,) if total % 2 else (total // 2 - 1, total // 2)
+        ranks = _svgd_ranks(k * k)
         if k <= 1:
             fast = None
         elif expanded is not None and sub is z:
@@ -134,39 +139,52 @@ def _plain_pair(z, score) -> bool:
             and z.shape[0] > 0 and z.shape[1] > 0 and score.device == z.device)
 
 
-def _small_fixed_direction(z: torch.Tensor, score: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``stein_direction`` for one fixed sigma and n <= ``dense_max_rows`` rows, inputs
-    detached and passing ``_plain_pair``: the arithmetic of ``_dense_direction`` (same
-    centring, same exponent, same product), written out in one function with the matmul
-    precision guard inline, because at 64-128 rows every Python call costs a measurable
-    share. Falls back to ``exact_float_math`` where the C accessors are missing or
-    autocast is on."""
+def _small_direction(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float]) -> Optional[torch.Tensor]:
+    """``stein_direction`` for one fixed sigma, or the median heuristic (sigma None), at
+    n <= ``dense_max_rows`` rows, inputs detached and passing ``_plain_pair``: the arithmetic
+    of the general path (same centring, same distance matrix and selection for the median,
+    same exponent and product as ``_dense_direction``), written out in one function with the
+    matmul precision guard inline, because at 64-128 rows every Python call costs a
+    measurable share. None where the general path must run instead: the C precision
+    accessors missing, autocast on, or a median the expanded form cannot be trusted with."""
     device = z.device
     access = _precision_access(device.type)
     if access is None or _autocast_enabled(device.type):
-        with exact_float_math(device):
-            out = _dense_direction(centre_rows(z), score, 1.0 / (sigma * sigma), None)
-    else:
-        getter, setter, name = access
-        old = getter(name, "matmul")
-        if old != "ieee":
-            setter(name, "matmul", "ieee")
-        try:
-            n, d = z.shape
-            zc = z - torch.mv(z.T, _mean_weights(n, z.dtype, device))  # = centre_rows(z)
+        return None
+    getter, setter, name = access
+    old = getter(name, "matmul")
+    if old != "ieee":
+        setter(name, "matmul", "ieee")
+    try:
+        n, d = z.shape
+        zc = z - torch.mv(z.T, _mean_weights(n, z.dtype, device))  # = centre_rows(z)
+        sq = torch.linalg.vecdot(zc, zc)
+        if sigma is None:
+            # = expanded_sq_dists(zc) and _svgd_median's selection on it
+            d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
+            sq_max = float(sq.max())
+            if not math.isfinite(sq_max):
+                check_finite(z, "z")
+            total = n * n
+            fast = order_stats_of(d2, sq, _svgd_ranks(total), sq_max=sq_max) if n > 1 else None
+            if fast is None:
+                return None
+            sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
+            inv = 1.0 / (sigma * sigma)
+            k = d2.mul_(-_LOG2E * 0.5 * inv).exp2_()
+        else:
             inv = 1.0 / (sigma * sigma)
             c = -_LOG2E * 0.5 * inv
-            sq = torch.linalg.vecdot(zc, zc)
             k = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c)
             k = clamp_with_zero_diagonal_(k, upper=True).exp2_()
-            rhs = torch.add(score, zc, alpha=-inv)
-            if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, device):
-                out = torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
-            else:
-                out = torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
-        finally:
-            if old != "ieee":
-                setter(name, "matmul", old)
+        rhs = torch.add(score, zc, alpha=-inv)
+        if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, device):
+            out = torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
+        else:
+            out = torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
+    finally:
+        if old != "ieee":
+            setter(name, "matmul", old)
     if not math.isfinite(float(out.sum())):  # see the end of stein_direction
         check_finite(z, "z")
         check_finite(score, "score")
@@ -189,9 +207,12 @@ def stein_direction(
     or 2048 rows (median: the median's distance matrix becomes the kernel),
     else O(n d + block^2) via the tiled kernel sweep.
     """
-    if (type(bandwidth) is float and block_size is None and 0.0 < bandwidth < math.inf
-            and _plain_pair(z, score) and z.shape[0] <= dense_max_rows(z.device)):
-        return _small_fixed_direction(z.detach(), score.detach(), bandwidth)
+    if block_size is None and _plain_pair(z, score) and z.shape[0] <= dense_max_rows(z.device):
+        sigma = bandwidth if type(bandwidth) is float and 0.0 < bandwidth < math.inf else None
+        if sigma is not None or (type(bandwidth) is str and bandwidth == "median"):
+            out = _small_direction(z.detach(), score.detach(), sigma)
+            if out is not None:
+                return out
     check_samples(z, "z", finite=False)
     check_samples(score, "score", finite=False)
     if score.shape != z.shape:
