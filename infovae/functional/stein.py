@@ -18,7 +18,6 @@ from typing import Optional, Tuple
 import torch
 
 from .distances import (
-    _LOG2E,
     KernelSpec,
     _autocast_enabled,
     _mean_weights,
@@ -112,14 +111,14 @@ def _dense_direction(zc: torch.Tensor, sf: torch.Tensor, inv: float, d2: Optiona
     (``distances.narrow_rhs``), with K^T for both K-terms (K is symmetric up to the rounding
     of its expanded form)."""
     n, d = zc.shape
-    c = -_LOG2E * 0.5 * inv
+    c = -0.5 * inv  # natural-log exponent: exp is the call the rest of a training step makes too
     if d2 is None:
         sq = torch.linalg.vecdot(zc, zc)
         # exponent c r_ij = c (sq_i + sq_j - 2 z_i.z_j), clamped at r >= 0, exactly 0 on the diagonal
         d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c), upper=True)
     else:
         d2.mul_(c)
-    k = d2.exp2_()
+    k = d2.exp_()
     rhs = torch.add(sf, zc, alpha=-inv)
     if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, zc.device):
         # phi^T = (rhs^T K + inv z^T diag(K^T 1)) / n, transposed back into a contiguous (n, d)
@@ -171,12 +170,12 @@ def _small_direction(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float
                 return None
             sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
             inv = 1.0 / (sigma * sigma)
-            k = d2.mul_(-_LOG2E * 0.5 * inv).exp2_()
+            k = d2.mul_(-0.5 * inv).exp_()
         else:
             inv = 1.0 / (sigma * sigma)
-            c = -_LOG2E * 0.5 * inv
+            c = -0.5 * inv
             k = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c)
-            k = clamp_with_zero_diagonal_(k, upper=True).exp2_()
+            k = clamp_with_zero_diagonal_(k, upper=True).exp_()
         rhs = torch.add(score, zc, alpha=-inv)
         if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, device):
             out = torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
