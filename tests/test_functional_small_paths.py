@@ -208,3 +208,32 @@ def test_fast_stein_median_degenerate_and_non_finite():
     bad[2, 0] = float("inf")
     with pytest.raises(ValueError, match="z contains NaN"):
         stein_direction(bad, torch.zeros(8, 2))
+
+
+def test_run_exact_forces_and_restores_the_precision_even_on_errors():
+    from infovae.functional.distances import run_exact
+
+    mk = torch.backends.mkldnn.matmul
+    if not hasattr(mk, "fp32_precision"):
+        pytest.skip("torch without the fp32_precision API")
+    old = mk.fp32_precision
+    seen = []
+
+    def probe(fail):
+        seen.append((mk.fp32_precision, torch.is_autocast_enabled("cpu")))
+        if fail:
+            raise KeyError("boom")
+        return 7
+
+    try:
+        mk.fp32_precision = "bf16"
+        assert run_exact(torch.device("cpu"), probe, False) == 7
+        with pytest.raises(KeyError):
+            run_exact(torch.device("cpu"), probe, True)
+        assert mk.fp32_precision == "bf16"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            run_exact(torch.device("cpu"), probe, False)
+            assert torch.is_autocast_enabled("cpu")
+    finally:
+        mk.fp32_precision = old
+    assert seen == [("ieee", False)] * 3

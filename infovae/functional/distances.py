@@ -98,6 +98,26 @@ class exact_float_math:
             restore()
 
 
+def run_exact(device: torch.device, fn, *args):
+    """``fn(*args)`` under ``exact_float_math(device)``, the common case (torch's C precision
+    accessors present, autocast off) handled without the context manager object: a few us
+    less per call, which the small-sample paths notice."""
+    device_type = device.type
+    access = _precision_access(device_type)
+    if access is None or _autocast_enabled(device_type):
+        with exact_float_math(device):
+            return fn(*args)
+    getter, setter, name = access
+    old = getter(name, "matmul")
+    if old == "ieee":
+        return fn(*args)
+    setter(name, "matmul", "ieee")
+    try:
+        return fn(*args)
+    finally:
+        setter(name, "matmul", old)
+
+
 def _autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)

@@ -19,9 +19,7 @@ import torch
 
 from .distances import (
     KernelSpec,
-    _autocast_enabled,
     _mean_weights,
-    _precision_access,
     centre_rows,
     check_finite,
     check_samples,
@@ -34,6 +32,7 @@ from .distances import (
     order_stats_of,
     order_stats_sq_dists,
     pairwise_sq_dists,
+    run_exact,
 )
 from .mmd import Bandwidth, parse_bandwidth
 
@@ -142,52 +141,43 @@ def _small_direction(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float
     """``stein_direction`` for one fixed sigma, or the median heuristic (sigma None), at
     n <= ``dense_max_rows`` rows, inputs detached and passing ``_plain_pair``: the arithmetic
     of the general path (same centring, same distance matrix and selection for the median,
-    same exponent and product as ``_dense_direction``), written out in one function with the
-    matmul precision guard inline, because at 64-128 rows every Python call costs a
-    measurable share. None where the general path must run instead: the C precision
-    accessors missing, autocast on, or a median the expanded form cannot be trusted with."""
-    device = z.device
-    access = _precision_access(device.type)
-    if access is None or _autocast_enabled(device.type):
-        return None
-    getter, setter, name = access
-    old = getter(name, "matmul")
-    if old != "ieee":
-        setter(name, "matmul", "ieee")
-    try:
-        n, d = z.shape
-        zc = z - torch.mv(z.T, _mean_weights(n, z.dtype, device))  # = centre_rows(z)
-        sq = torch.linalg.vecdot(zc, zc)
-        if sigma is None:
-            # = expanded_sq_dists(zc) and _svgd_median's selection on it
-            d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
-            sq_max = float(sq.max())
-            if not math.isfinite(sq_max):
-                check_finite(z, "z")
-            total = n * n
-            fast = order_stats_of(d2, sq, _svgd_ranks(total), sq_max=sq_max) if n > 1 else None
-            if fast is None:
-                return None
-            sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
-            inv = 1.0 / (sigma * sigma)
-            k = d2.mul_(-0.5 * inv).exp_()
-        else:
-            inv = 1.0 / (sigma * sigma)
-            c = -0.5 * inv
-            k = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c)
-            k = clamp_with_zero_diagonal_(k, upper=True).exp_()
-        rhs = torch.add(score, zc, alpha=-inv)
-        if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, device):
-            out = torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
-        else:
-            out = torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
-    finally:
-        if old != "ieee":
-            setter(name, "matmul", old)
-    if not math.isfinite(float(out.sum())):  # see the end of stein_direction
+    same exponent and product as ``_dense_direction``), written out in one function
+    (``distances.run_exact`` for the precision guard), because at 64-128 rows every Python
+    call costs a measurable share. None where the general path must run instead: a median
+    the expanded form cannot be trusted with (coinciding rows, n = 1)."""
+    out = run_exact(z.device, _small_direction_body, z, score, sigma)
+    if out is not None and not math.isfinite(float(out.sum())):  # see the end of stein_direction
         check_finite(z, "z")
         check_finite(score, "score")
     return out
+
+
+def _small_direction_body(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float]) -> Optional[torch.Tensor]:
+    """The arithmetic of ``_small_direction`` (under IEEE float32 matmul, autocast off)."""
+    n, d = z.shape
+    zc = z - torch.mv(z.T, _mean_weights(n, z.dtype, z.device))  # = centre_rows(z)
+    sq = torch.linalg.vecdot(zc, zc)
+    if sigma is None:
+        # = expanded_sq_dists(zc) and _svgd_median's selection on it
+        d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
+        sq_max = float(sq.max())
+        if not math.isfinite(sq_max):
+            check_finite(z, "z")
+        fast = order_stats_of(d2, sq, _svgd_ranks(n * n), sq_max=sq_max) if n > 1 else None
+        if fast is None:
+            return None
+        sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
+        inv = 1.0 / (sigma * sigma)
+        k = d2.mul_(-0.5 * inv).exp_()
+    else:
+        inv = 1.0 / (sigma * sigma)
+        c = -0.5 * inv
+        k = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c)
+        k = clamp_with_zero_diagonal_(k, upper=True).exp_()
+    rhs = torch.add(score, zc, alpha=-inv)
+    if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, z.device):
+        return torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
+    return torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
 
 
 def stein_direction(
