@@ -48,13 +48,14 @@ def test_fast_fixed_stein_matches_float64(n, d):
     assert got64.dtype == torch.float64 and torch.allclose(got64, ref, rtol=1e-12, atol=1e-13)
 
 
-def test_fast_fixed_stein_is_the_general_path_bitwise():
-    """The fast function runs the general path's arithmetic: a float bandwidth and the same
-    bandwidth as a one-element tuple (which takes the general path) give the same bits."""
+def test_fast_fixed_stein_float_and_one_element_tuple_agree():
+    """The plugins pass a fixed sigma as a one-element tuple: same path, same bits; a sum of
+    kernels whose other term is negligible is the same direction up to rounding."""
     g = torch.Generator().manual_seed(21)
     for n, d in ((64, 8), (128, 4), (96, 40)):
         z, s = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
         assert torch.equal(stein_direction(z, s, 1.7), stein_direction(z, s, (1.7,)))
+        assert torch.equal(stein_direction(z, s, 1.7), stein_direction(z, s, [1.7]))
 
 
 def test_fast_fixed_stein_is_selected_only_where_it_claims(monkeypatch):
@@ -65,13 +66,15 @@ def test_fast_fixed_stein_is_selected_only_where_it_claims(monkeypatch):
     stein_direction(z, -z.detach(), 1.5)
     stein_direction(z.double(), -z.detach().double(), 1.5)
     stein_direction(z, -z.detach(), "median")
-    assert calls == [1.5, 1.5, None]
     stein_direction(z, -z.detach(), (1.5,))
+    assert calls == [1.5, 1.5, None, 1.5]
+    stein_direction(z, -z.detach(), (1.5, 3.0))
+    stein_direction(z, -z.detach(), 2)  # an int: parsed by the general path
     stein_direction(z, -z.detach(), 1.5, block_size=8)
     stein_direction(z.half(), -z.detach().half(), 1.5)
     stein_direction(z.double(), -z.detach(), 1.5)  # mixed dtypes are converted by the general path
     stein_direction(torch.randn(600, 2), torch.randn(600, 2), 1.5)  # above dense_max_rows
-    assert len(calls) == 3
+    assert len(calls) == 4
 
 
 def test_fast_fixed_stein_keeps_the_guarantees():

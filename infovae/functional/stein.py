@@ -137,6 +137,15 @@ def _plain_pair(z, score) -> bool:
             and z.shape[0] > 0 and z.shape[1] > 0 and score.device == z.device)
 
 
+def _one_sigma(bandwidth) -> Optional[float]:
+    """The bandwidth as one positive finite float when it is one (a float, or a one-element
+    tuple of a float as the plugins' option parser gives), else None (the general path
+    parses and checks it)."""
+    if type(bandwidth) is tuple and len(bandwidth) == 1:
+        bandwidth = bandwidth[0]
+    return bandwidth if type(bandwidth) is float and 0.0 < bandwidth < math.inf else None
+
+
 def _small_direction(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float]) -> Optional[torch.Tensor]:
     """``stein_direction`` for one fixed sigma, or the median heuristic (sigma None), at
     n <= ``dense_max_rows`` rows, inputs detached and passing ``_plain_pair``: the arithmetic
@@ -197,7 +206,7 @@ def stein_direction(
     else O(n d + block^2) via the tiled kernel sweep.
     """
     if block_size is None and _plain_pair(z, score) and z.shape[0] <= dense_max_rows(z.device):
-        sigma = bandwidth if type(bandwidth) is float and 0.0 < bandwidth < math.inf else None
+        sigma = _one_sigma(bandwidth)
         if sigma is not None or (type(bandwidth) is str and bandwidth == "median"):
             out = _small_direction(z.detach(), score.detach(), sigma)
             if out is not None:
