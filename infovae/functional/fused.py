@@ -78,9 +78,9 @@ def _median_scale(kernel: str, zs: torch.Tensor, d2: torch.Tensor, sq: torch.Ten
 
 def _kernel_in_place(d2: torch.Tensor, kernel: str, scales: Tuple[float, ...], want_e: bool):
     """(K, E, e_factor) from the distance matrix d2 (consumed: K may be d2 itself);
-    E * e_factor = -dk/dr, the gradient's weight (None unless want_e). rbf by ``exp`` (the
-    call the rest of a training step makes too, so its code is warm; measured a little
-    faster than ``exp2`` here at 64-128 rows)."""
+    E * e_factor = -dk/dr, the gradient's weight (None unless want_e). rbf by ``exp``, the
+    call the rest of a training step (and the baselines) make too: in the interleaved bench
+    at 64-128 rows it measured the same as or slightly faster than ``exp2``."""
     if len(scales) == 1:
         s = scales[0]
         if kernel == "rbf":
