@@ -240,3 +240,13 @@ def test_run_exact_forces_and_restores_the_precision_even_on_errors():
     finally:
         mk.fp32_precision = old
     assert seen == [("ieee", False)] * 3
+
+
+@pytest.mark.parametrize("d", [2, 8, 40])
+def test_fused_mmd_gradients_are_contiguous_rows(d):
+    """The transposed product gives a column-major gradient internally; what autograd hands
+    on is contiguous (a strided gradient went wrong through the two-rank gather)."""
+    x = torch.randn(64, d, requires_grad=True)
+    y = torch.randn(64, d, requires_grad=True)
+    (gx, gy) = torch.autograd.grad(mmd(x, y, "rbf", 1.5), (x, y))
+    assert gx.is_contiguous() and gy.is_contiguous()

@@ -158,7 +158,9 @@ class _FusedMMD(torch.autograd.Function):
         if need_grad:
             # Row i of g belongs to row src[i] of cat([x, y]).
             ctx.n = x.shape[0]
-            ctx.save_for_backward(torch.empty_like(g).index_copy_(0, src, g))
+            # contiguous whatever the layout of g (a transposed product gives a column-major g):
+            # the gradients handed to autograd (and to collectives behind it) are plain rows
+            ctx.save_for_backward(torch.empty(g.shape, dtype=g.dtype, device=g.device).index_copy_(0, src, g))
         return value
 
     @staticmethod
