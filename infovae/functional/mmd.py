@@ -53,6 +53,7 @@ from .distances import (
     first_difference,
     kernel_sweep,
     median_sq_dist,
+    run_exact,
 )
 from .fused import fused_max_rows, mmd_fused
 
@@ -77,6 +78,8 @@ def check_estimator(estimator: str) -> str:
 
 def parse_bandwidth(bandwidth: Bandwidth) -> Union[str, Tuple[float, ...]]:
     """'median' or a tuple of positive finite floats; a clear error otherwise."""
+    if type(bandwidth) is float and 0.0 < bandwidth < math.inf:  # the common case, checked in one comparison
+        return (bandwidth,)
     if isinstance(bandwidth, str):
         if bandwidth == "median":
             return "median"
@@ -207,6 +210,17 @@ def mmd_prepared(a, b, identical, spec: KernelSpec, estimator: str, block: Optio
     return _MMDSquared.apply(a, b, spec, estimator, block, need_grad)
 
 
+def _mmd_small(x: torch.Tensor, y: torch.Tensor, kernel: str, bw, estimator: str) -> torch.Tensor:
+    """``mmd`` on the fused path (checked inputs, up to ``fused_max_rows`` pooled rows), under
+    IEEE float32 matmul; finiteness is checked through the canonical keys (same errors)."""
+    dtype = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32  # = compute_dtype
+    pair = canonical_pooled(x, y, dtype)
+    if pair.identical and estimator == "biased":
+        return (x.to(dtype) * 0).sum() + (y.to(dtype) * 0).sum()  # same multiset: exactly 0, zero gradient
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    return mmd_fused(x, y, pair, kernel, bw, estimator, need_grad)
+
+
 def mmd(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -233,14 +247,7 @@ def mmd(
     check_pair(x, y, n_min, finite=False)
     rows = x.shape[0] + y.shape[0]
     if rows <= min(block_size or rows, fused_max_rows(x.device)):
-        # The fused path: finiteness is checked through the canonical keys (same errors).
-        dtype = compute_dtype(x, y)
-        with exact_float_math(x.device):
-            pair = canonical_pooled(x, y, dtype)
-            if pair.identical and estimator == "biased":
-                return (x.to(dtype) * 0).sum() + (y.to(dtype) * 0).sum()  # same multiset: exactly 0, zero gradient
-            need_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-            return mmd_fused(x, y, pair, kernel, bw, estimator, need_grad)
+        return run_exact(x.device, _mmd_small, x, y, kernel, bw, estimator)
     check_finite(x, "x")
     check_finite(y, "y")
     with exact_float_math(x.device):

@@ -18,42 +18,54 @@ from typing import Optional, Tuple
 import torch
 
 from .distances import (
-    _LOG2E,
     KernelSpec,
+    _mean_weights,
+    centre_rows,
     check_finite,
     check_samples,
-    compute_dtype,
+    clamp_with_zero_diagonal_,
     dense_max_rows,
     exact_float_math,
     expanded_sq_dists,
     kernel_sweep,
+    narrow_rhs,
     order_stats_of,
     order_stats_sq_dists,
     pairwise_sq_dists,
+    run_exact,
 )
 from .mmd import Bandwidth, parse_bandwidth
 
 __all__ = ["stein_direction", "svgd_median_bandwidth"]
 
 _MEDIAN_MAX_POINTS = 2048
+# Rows from which the direction's product runs transposed for narrow d (see
+# ``_dense_direction``): below, the copy back into a contiguous result costs more than the
+# faster product saves (measured on CPU at 64 rows).
+_TRANSPOSED_MIN_ROWS = 128
+
+
+def _svgd_ranks(total: int) -> Tuple[int, ...]:
+    """0-based ranks of numpy's median among ``total`` values: the middle one, or the two
+    middle ones (their mean is the median) for an even count."""
+    return (total // 2,) if total % 2 else (total // 2 - 1, total // 2)
 
 
 def _svgd_median(z: torch.Tensor, n: int, expanded=None):
     """(sigma, D): the SVGD median bandwidth of z's rows (see ``svgd_median_bandwidth``)
     and, when the fast route applied to z itself, the expanded-form distance matrix it
-    used (reusable for the kernel), else None. ``expanded``: (D, sq) =
-    ``expanded_sq_dists(z - z.mean(0))`` when the caller already has it (n <= 2048)."""
+    used (reusable for the kernel), else None. ``expanded``: (D, sq, float(sq.max())) from
+    ``expanded_sq_dists(centre_rows(z))`` when the caller already has it (n <= 2048)."""
     with torch.no_grad():
         sub = z
         if z.shape[0] > _MEDIAN_MAX_POINTS:
             sub = z[torch.linspace(0, z.shape[0] - 1, _MEDIAN_MAX_POINTS, device=z.device).round().long()]
         k = sub.shape[0]
-        total = k * k
-        ranks = (total // 2,) if total % 2 else (total // 2 - 1, total // 2)
+        ranks = _svgd_ranks(k * k)
         if k <= 1:
             fast = None
         elif expanded is not None and sub is z:
-            fast = order_stats_of(expanded[0], expanded[1], ranks)
+            fast = order_stats_of(expanded[0], expanded[1], ranks, sq_max=expanded[2])
         else:
             fast = order_stats_sq_dists(sub, ranks)
         if fast is not None:
@@ -90,21 +102,91 @@ def svgd_median_bandwidth(z: torch.Tensor) -> float:
 
 
 def _dense_direction(zc: torch.Tensor, sf: torch.Tensor, inv: float, d2: Optional[torch.Tensor]) -> torch.Tensor:
-    """phi from the whole kernel matrix at once, K = exp(-r inv / 2), built in place of
-    ``d2`` (the median's expanded-form distances) when given, else from one Gram product
-    with the scale folded in; phi = (K (s - z inv) + z (K 1) inv) / n."""
-    n = zc.shape[0]
-    c = -_LOG2E * 0.5 * inv
+    """phi (n, d), contiguous, from the whole kernel matrix at once, K = exp(-r inv / 2),
+    built in place of ``d2`` (the median's expanded-form distances) when given, else from
+    one Gram product with the scale folded in; phi = (K (s - z inv) + z (K 1) inv) / n in
+    one ``addmm`` (the scale 1/n and the repulsion z (K 1) inv ride in its alpha, beta and
+    bias). For narrow d and n >= ``_TRANSPOSED_MIN_ROWS`` the product runs transposed
+    (``distances.narrow_rhs``), with K^T for both K-terms (K is symmetric up to the rounding
+    of its expanded form)."""
+    n, d = zc.shape
+    c = -0.5 * inv  # natural-log exponent: exp is the call the rest of a training step makes too
     if d2 is None:
-        sq = (zc * zc).sum(1)
+        sq = torch.linalg.vecdot(zc, zc)
         # exponent c r_ij = c (sq_i + sq_j - 2 z_i.z_j), clamped at r >= 0, exactly 0 on the diagonal
-        d2 = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c).clamp_max_(0.0)
-        d2.fill_diagonal_(0.0)
+        d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c), upper=True)
     else:
         d2.mul_(c)
-    k = d2.exp2_()
-    out = torch.addcmul(k @ torch.add(sf, zc, alpha=-inv), zc, k.sum(1, keepdim=True), value=inv)
-    return out.div_(n)
+    k = d2.exp_()
+    rhs = torch.add(sf, zc, alpha=-inv)
+    if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, zc.device):
+        # phi^T = (rhs^T K + inv z^T diag(K^T 1)) / n, transposed back into a contiguous (n, d)
+        return torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
+    return torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
+
+
+_PLAIN_DTYPES = (torch.float32, torch.float64)
+
+
+def _plain_pair(z, score) -> bool:
+    """True for the common case that needs no conversion and passes every input check of
+    ``stein_direction``: two tensors of one float32 / float64 dtype, one device and the
+    same (n, d) shape, n, d >= 1."""
+    return (isinstance(z, torch.Tensor) and isinstance(score, torch.Tensor) and z.dim() == 2
+            and z.shape == score.shape and z.dtype in _PLAIN_DTYPES and score.dtype is z.dtype
+            and z.shape[0] > 0 and z.shape[1] > 0 and score.device == z.device)
+
+
+def _one_sigma(bandwidth) -> Optional[float]:
+    """The bandwidth as one positive finite float when it is one (a float, or a one-element
+    tuple of a float as the plugins' option parser gives), else None (the general path
+    parses and checks it)."""
+    if type(bandwidth) is tuple and len(bandwidth) == 1:
+        bandwidth = bandwidth[0]
+    return bandwidth if type(bandwidth) is float and 0.0 < bandwidth < math.inf else None
+
+
+def _small_direction(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float]) -> Optional[torch.Tensor]:
+    """``stein_direction`` for one fixed sigma, or the median heuristic (sigma None), at
+    n <= ``dense_max_rows`` rows, inputs detached and passing ``_plain_pair``: the arithmetic
+    of the general path (same centring, same distance matrix and selection for the median,
+    same exponent and product as ``_dense_direction``), written out in one function
+    (``distances.run_exact`` for the precision guard), because at 64-128 rows every Python
+    call costs a measurable share. None where the general path must run instead: a median
+    the expanded form cannot be trusted with (coinciding rows, n = 1)."""
+    out = run_exact(z.device, _small_direction_body, z, score, sigma)
+    if out is not None and not math.isfinite(float(out.sum())):  # see the end of stein_direction
+        check_finite(z, "z")
+        check_finite(score, "score")
+    return out
+
+
+def _small_direction_body(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float]) -> Optional[torch.Tensor]:
+    """The arithmetic of ``_small_direction`` (under IEEE float32 matmul, autocast off)."""
+    n, d = z.shape
+    zc = z - torch.mv(z.T, _mean_weights(n, z.dtype, z.device))  # = centre_rows(z)
+    sq = torch.linalg.vecdot(zc, zc)
+    if sigma is None:
+        # = expanded_sq_dists(zc) and _svgd_median's selection on it
+        d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
+        sq_max = float(sq.max())
+        if not math.isfinite(sq_max):
+            check_finite(z, "z")
+        fast = order_stats_of(d2, sq, _svgd_ranks(n * n), sq_max=sq_max) if n > 1 else None
+        if fast is None:
+            return None
+        sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
+        inv = 1.0 / (sigma * sigma)
+        k = d2.mul_(-0.5 * inv).exp_()
+    else:
+        inv = 1.0 / (sigma * sigma)
+        c = -0.5 * inv
+        k = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c)
+        k = clamp_with_zero_diagonal_(k, upper=True).exp_()
+    rhs = torch.add(score, zc, alpha=-inv)
+    if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, z.device):
+        return torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
+    return torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
 
 
 def stein_direction(
@@ -123,32 +205,40 @@ def stein_direction(
     or 2048 rows (median: the median's distance matrix becomes the kernel),
     else O(n d + block^2) via the tiled kernel sweep.
     """
+    if block_size is None and _plain_pair(z, score) and z.shape[0] <= dense_max_rows(z.device):
+        sigma = _one_sigma(bandwidth)
+        if sigma is not None or (type(bandwidth) is str and bandwidth == "median"):
+            out = _small_direction(z.detach(), score.detach(), sigma)
+            if out is not None:
+                return out
     check_samples(z, "z", finite=False)
     check_samples(score, "score", finite=False)
     if score.shape != z.shape:
         raise ValueError(f"score must have the shape of z {tuple(z.shape)}, got {tuple(score.shape)}")
-    if score.device != z.device:
-        raise ValueError(f"z and score must be on the same device, got {z.device} and {score.device}")
+    device = z.device
+    if score.device != device:
+        raise ValueError(f"z and score must be on the same device, got {device} and {score.device}")
     bw = parse_bandwidth(bandwidth)
-    dtype = compute_dtype(z, score)
+    dtype = torch.float64 if torch.float64 in (z.dtype, score.dtype) else torch.float32
     n = z.shape[0]
     # No grad mode needed: every tensor below derives from detached inputs (the tiled sweep
     # runs under no_grad itself); entering it cost a measurable share at small n.
-    with exact_float_math(z.device):
+    with exact_float_math(device):
         zf = z.detach()
         sf = score.detach()
-        if zf.dtype != dtype or sf.dtype != dtype:
+        if zf.dtype is not dtype or sf.dtype is not dtype:
             zf, sf = zf.to(dtype), sf.to(dtype)
-        zc = zf - zf.mean(0)  # the kernel and the repulsion depend on differences only
+        zc = centre_rows(zf)  # the kernel and the repulsion depend on differences only
         d2 = None
         if bw == "median":
             if n <= _MEDIAN_MAX_POINTS:
                 # One distance matrix for the median and (in place) the kernel; its row norms
                 # prove z finite before the selection (score is checked through the result).
                 d2, sq = expanded_sq_dists(zc)
-                if not math.isfinite(float(sq.max())):
+                sq_max = float(sq.max())
+                if not math.isfinite(sq_max):
                     check_finite(zf, "z")
-                sigma, d2 = _svgd_median(zf, n, (d2, sq))
+                sigma, d2 = _svgd_median(zf, n, (d2, sq, sq_max))
             else:
                 check_finite(zf, "z")  # before the selection; score is checked through the result
                 sigma, d2 = _svgd_median(zf, n)
@@ -159,7 +249,7 @@ def stein_direction(
             # sum_j k_ij [s_j + (z_i - z_j) / sigma^2] = (K [s - z / sigma^2])_i + z_i (K 1)_i / sigma^2:
             # one product with a (d + 1)-column matrix (per tile).
             inv = 1.0 / (scales[0] * scales[0])
-            if d2 is not None or n <= min(block_size or n, dense_max_rows(z.device)):
+            if d2 is not None or n <= min(block_size or n, dense_max_rows(device)):
                 out = _dense_direction(zc, sf, inv, d2)
             else:
                 rhs = torch.cat([sf - zc * inv, torch.ones_like(zc[:, :1])], 1)
