@@ -68,3 +68,16 @@ def test_small_medians_take_the_exact_route():
     iu = torch.triu_indices(50, 50, 1)
     vals = pos[iu[0], iu[1]]
     assert median_sq_dist(z) == pytest.approx(float(vals[vals > 0].median()), rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("n", [7, 2016, 40_000])
+def test_several_ranks_at_once_equal_one_kthvalue_each(dtype, n):
+    """Several distinct ranks (the numpy route on CPU float32 / float64, torch's selection
+    otherwise), repeated and unsorted ranks included, give exactly ``torch.kthvalue``'s values."""
+    g = torch.Generator().manual_seed(n)
+    v = torch.randint(0, 50, (n,), generator=g).to(dtype) * 0.25 + torch.rand(n, generator=g).to(dtype)
+    ranks = [n - 1, n // 2, 0, n // 2, max(n // 2 - 1, 0)]
+    ref = [float(torch.kthvalue(v, r + 1).values) for r in ranks]
+    assert kth_smallest(v, ranks) == ref
+    assert kth_smallest(v.flip(0)[::1], ranks) == ref  # order of the input does not matter
