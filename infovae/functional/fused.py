@@ -27,6 +27,7 @@ from typing import Optional, Tuple, Union
 import torch
 
 from .distances import (
+    _LOG2E,
     centre_rows,
     PooledPair,
     exact_median_sq_dist,
@@ -78,20 +79,20 @@ def _median_scale(kernel: str, zs: torch.Tensor, d2: torch.Tensor, sq: torch.Ten
 
 def _kernel_in_place(d2: torch.Tensor, kernel: str, scales: Tuple[float, ...], want_e: bool):
     """(K, E, e_factor) from the distance matrix d2 (consumed: K may be d2 itself);
-    E * e_factor = -dk/dr, the gradient's weight (None unless want_e). rbf by ``exp``, the
-    call the rest of a training step (and the baselines) make too: in the interleaved bench
-    at 64-128 rows it measured the same as or slightly faster than ``exp2``."""
+    E * e_factor = -dk/dr, the gradient's weight (None unless want_e). rbf by ``exp2`` with
+    log2(e) folded into the scale: on the AVX-512 CPU of issue 13's round 3, exp2 of a
+    128 x 128 float32 matrix took 5.3 us against 14.0 us for exp (one thread, quiet)."""
     if len(scales) == 1:
         s = scales[0]
         if kernel == "rbf":
-            k = d2.mul_(-1.0 / (2.0 * s * s)).exp_()
+            k = d2.mul_(-_LOG2E / (2.0 * s * s)).exp2_()
             return k, k, 1.0 / (2.0 * s * s)
         k = d2.mul_(1.0 / s).add_(1.0).reciprocal_()
         return k, (k * k if want_e else None), 1.0 / s
     k = e = None
     for s in scales:
         if kernel == "rbf":
-            t = torch.mul(d2, -1.0 / (2.0 * s * s)).exp_()
+            t = torch.mul(d2, -_LOG2E / (2.0 * s * s)).exp2_()
             w = 1.0 / (2.0 * s * s)
             if want_e:
                 e = t * w if e is None else e.add_(t, alpha=w)
