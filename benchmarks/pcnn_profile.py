@@ -6,14 +6,16 @@ least contended repeat, summed into buckets by operator name (a markdown table).
 a per-operator overhead, which inflates the contender with more (smaller) operators (the port):
 compare buckets, and take step ratios from ``infovae bench decoders --peer-path``.
 
-    OMP_NUM_THREADS=1 python benchmarks/pcnn_profile.py small|paper OUT.json [repeats]
+    OMP_NUM_THREADS=1 python benchmarks/pcnn_profile.py small|paper OUT.json [--repeats 3] [--peer-path DIR]
 
 small: batch 16, (1 resnet, 32 filters, 5 logistics); paper: batch 4, (5, 160, 10); dropout 0.5.
-The port is read from /tmp/pixelcnnpp-port (see infovae/bench/pixelcnnpp_peer.py).
+The port is read from ``--peer-path`` (default /tmp/pixelcnnpp-port; see infovae/bench/pixelcnnpp_peer.py).
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from typing import Dict, List
 
@@ -46,10 +48,10 @@ def buckets(events) -> Dict[str, float]:
     return row
 
 
-def main(config: str, out_path: str, repeats: int = 3) -> None:
+def main(config: str, out_path: str, repeats: int = 3, peer_path: str = "/tmp/pixelcnnpp-port") -> None:
     torch.set_num_threads(1)
     b, nr, nf, nm = CONFIGS[config]
-    peer = pp.load_peer("/tmp/pixelcnnpp-port")
+    peer = pp.load_peer(peer_path)
     x = torch.randint(0, 256, (b, 3, 32, 32), generator=torch.Generator().manual_seed(0)).float() / 127.5 - 1.0
     steps = {"ours": pp._ours_step(x, nr, nf, nm, 0.5, 0), "port": pp._peer_step(peer, x, nr, nf, nm, 0)}
     for step in steps.values():
@@ -69,4 +71,18 @@ def main(config: str, out_path: str, repeats: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+    ap = argparse.ArgumentParser(description="profile one PixelCNN++ training step of ours and of the port")
+    ap.add_argument("config", choices=sorted(CONFIGS))
+    ap.add_argument("out", help="JSON file to write")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--peer-path", default="/tmp/pixelcnnpp-port", help="a checkout of pclucas14/pixel-cnn-pp")
+    args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        ap.error(f"cannot write {args.out}: {out_dir} is not a writable folder")
+    try:
+        main(args.config, args.out, args.repeats, args.peer_path)
+    except (ValueError, OSError) as exc:  # no port there, or an unwritable OUT
+        sys.exit(f"pcnn_profile: {exc}")

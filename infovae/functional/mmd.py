@@ -213,7 +213,7 @@ def mmd_prepared(a, b, identical, spec: KernelSpec, estimator: str, block: Optio
 def _mmd_small(x: torch.Tensor, y: torch.Tensor, kernel: str, bw, estimator: str) -> torch.Tensor:
     """``mmd`` on the fused path (checked inputs, up to ``fused_max_rows`` pooled rows), under
     IEEE float32 matmul; finiteness is checked through the canonical keys (same errors)."""
-    dtype = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32  # = compute_dtype
+    dtype = compute_dtype(x, y)
     pair = canonical_pooled(x, y, dtype)
     if pair.identical and estimator == "biased":
         return (x.to(dtype) * 0).sum() + (y.to(dtype) * 0).sum()  # same multiset: exactly 0, zero gradient

@@ -73,9 +73,9 @@ def _direct_ranks(flat: torch.Tensor, ranks: Sequence[int]) -> List[float]:
     ``numpy.partition`` over all of them (an exact introselect on a view of the same
     values, like ``torch.kthvalue``'s: the same order statistics; measured 2.2-2.3x faster
     than one ``kthvalue`` per rank for two ranks among 2^11-2^17 values on CPU)."""
-    if len(set(ranks)) > 1 and flat.device.type == "cpu" and flat.dtype in _NUMPY_DTYPES:
-        arr = flat.numpy()
-        part = np.partition(arr, sorted(set(ranks)))
+    distinct = sorted(set(ranks))
+    if len(distinct) > 1 and flat.device.type == "cpu" and flat.dtype in _NUMPY_DTYPES:
+        part = np.partition(flat.numpy(), distinct)
         return [float(part[r]) for r in ranks]
     return [_direct(flat, r) for r in ranks]
 

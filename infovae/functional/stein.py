@@ -25,6 +25,7 @@ from .distances import (
     check_finite,
     check_samples,
     clamp_with_zero_diagonal_,
+    compute_dtype,
     dense_max_rows,
     exact_float_math,
     expanded_sq_dists,
@@ -102,28 +103,35 @@ def svgd_median_bandwidth(z: torch.Tensor) -> float:
     return _svgd_median(z, z.shape[0])[0]
 
 
-def _dense_direction(zc: torch.Tensor, sf: torch.Tensor, inv: float, d2: Optional[torch.Tensor]) -> torch.Tensor:
-    """phi (n, d), contiguous, from the whole kernel matrix at once, K = exp(-r inv / 2),
-    built in place of ``d2`` (the median's expanded-form distances) when given, else from
-    one Gram product with the scale folded in; phi = (K (s - z inv) + z (K 1) inv) / n in
-    one ``addmm`` (the scale 1/n and the repulsion z (K 1) inv ride in its alpha, beta and
-    bias). For narrow d and n >= ``_TRANSPOSED_MIN_ROWS`` the product runs transposed
-    (``distances.narrow_rhs``), with K^T for both K-terms (K is symmetric up to the rounding
-    of its expanded form)."""
+def _fixed_exponent(zc: torch.Tensor, sq: torch.Tensor, c: float) -> torch.Tensor:
+    """The (n, n) base-2 exponent c r_ij = c (sq_i + sq_j - 2 z_i.z_j) of centred rows zc (n, d) with
+    squared norms sq (n,), from one Gram product with the scale folded in, clamped at r >= 0 and
+    exactly 0 on the diagonal."""
+    return clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c), upper=True)
+
+
+def _direction_from_exponent(zc: torch.Tensor, sf: torch.Tensor, inv: float, exponent: torch.Tensor) -> torch.Tensor:
+    """phi (n, d), contiguous, from the (n, n) base-2 exponent of the kernel (consumed: K = 2^exponent is
+    built in place): phi = (K (s - z inv) + z (K 1) inv) / n in one ``addmm`` (the scale 1/n and the
+    repulsion z (K 1) inv ride in its alpha, beta and bias). For narrow d and n >=
+    ``_TRANSPOSED_MIN_ROWS`` the product runs transposed (``distances.narrow_rhs``), with K^T for both
+    K-terms (K is symmetric up to the rounding of its expanded form). exp2, not exp: 2.6x faster on an
+    AVX-512 CPU (RESULTS, issue 13 round 3)."""
     n, d = zc.shape
-    c = -_LOG2E * 0.5 * inv  # base-2 exponent: exp2 is 2.6x faster than exp on an AVX-512 CPU
-    if d2 is None:
-        sq = torch.linalg.vecdot(zc, zc)
-        # exponent c r_ij = c (sq_i + sq_j - 2 z_i.z_j), clamped at r >= 0, exactly 0 on the diagonal
-        d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c), upper=True)
-    else:
-        d2.mul_(c)
-    k = d2.exp2_()
+    k = exponent.exp2_()
     rhs = torch.add(sf, zc, alpha=-inv)
     if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, zc.device):
         # phi^T = (rhs^T K + inv z^T diag(K^T 1)) / n, transposed back into a contiguous (n, d)
         return torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
     return torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
+
+
+def _dense_direction(zc: torch.Tensor, sf: torch.Tensor, inv: float, d2: Optional[torch.Tensor]) -> torch.Tensor:
+    """phi (n, d) from the whole kernel matrix at once, K = exp(-r inv / 2), built in place of
+    ``d2`` (the median's expanded-form distances) when given, else from ``_fixed_exponent``."""
+    c = -_LOG2E * 0.5 * inv
+    exponent = _fixed_exponent(zc, torch.linalg.vecdot(zc, zc), c) if d2 is None else d2.mul_(c)
+    return _direction_from_exponent(zc, sf, inv, exponent)
 
 
 _PLAIN_DTYPES = (torch.float32, torch.float64)
@@ -164,30 +172,23 @@ def _small_direction(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float
 
 def _small_direction_body(z: torch.Tensor, score: torch.Tensor, sigma: Optional[float]) -> Optional[torch.Tensor]:
     """The arithmetic of ``_small_direction`` (under IEEE float32 matmul, autocast off)."""
-    n, d = z.shape
+    n = z.shape[0]
     zc = z - torch.mv(z.T, _mean_weights(n, z.dtype, z.device))  # = centre_rows(z)
     sq = torch.linalg.vecdot(zc, zc)
-    if sigma is None:
-        # = expanded_sq_dists(zc) and _svgd_median's selection on it
-        d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
-        sq_max = float(sq.max())
-        if not math.isfinite(sq_max):
-            check_finite(z, "z")
-        fast = order_stats_of(d2, sq, _svgd_ranks(n * n), sq_max=sq_max) if n > 1 else None
-        if fast is None:
-            return None
-        sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
+    if sigma is not None:
         inv = 1.0 / (sigma * sigma)
-        k = d2.mul_(-_LOG2E * 0.5 * inv).exp2_()
-    else:
-        inv = 1.0 / (sigma * sigma)
-        c = -_LOG2E * 0.5 * inv
-        k = torch.addmm(sq.unsqueeze(1), zc, zc.T, beta=c, alpha=-2.0 * c).add_(sq, alpha=c)
-        k = clamp_with_zero_diagonal_(k, upper=True).exp2_()
-    rhs = torch.add(score, zc, alpha=-inv)
-    if n >= _TRANSPOSED_MIN_ROWS and narrow_rhs(d, z.device):
-        return torch.addmm(zc.T * k.sum(0), rhs.T, k, beta=inv / n, alpha=1.0 / n).T.contiguous()
-    return torch.addmm(zc * k.sum(1, keepdim=True), k, rhs, beta=inv / n, alpha=1.0 / n)
+        return _direction_from_exponent(zc, score, inv, _fixed_exponent(zc, sq, -_LOG2E * 0.5 * inv))
+    # = expanded_sq_dists(zc) and _svgd_median's selection on it
+    d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
+    sq_max = float(sq.max())
+    if not math.isfinite(sq_max):
+        check_finite(z, "z")
+    fast = order_stats_of(d2, sq, _svgd_ranks(n * n), sq_max=sq_max) if n > 1 else None
+    if fast is None:
+        return None
+    sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
+    inv = 1.0 / (sigma * sigma)
+    return _direction_from_exponent(zc, score, inv, d2.mul_(-_LOG2E * 0.5 * inv))
 
 
 def stein_direction(
@@ -220,7 +221,7 @@ def stein_direction(
     if score.device != device:
         raise ValueError(f"z and score must be on the same device, got {device} and {score.device}")
     bw = parse_bandwidth(bandwidth)
-    dtype = torch.float64 if torch.float64 in (z.dtype, score.dtype) else torch.float32
+    dtype = compute_dtype(z, score)
     n = z.shape[0]
     # No grad mode needed: every tensor below derives from detached inputs (the tiled sweep
     # runs under no_grad itself); entering it cost a measurable share at small n.

@@ -16,7 +16,7 @@ interleaved round by round (the fastest of ``--repeats`` runs, as ``--stat min``
 
 and the minor page faults (``getrusage``) counted in the measured step. Usage:
 
-    python benchmarks/results_issue13/cold_cache_probe.py [--method mmd-rbf] [--n 64] [--d 128] [--repeats 31]
+    python benchmarks/cold_cache_probe.py [--method mmd-rbf] [--n 64] [--d 128] [--repeats 31]
 """
 from __future__ import annotations
 
@@ -27,16 +27,29 @@ import time
 
 import torch
 
-from infovae.bench.regularizers import _bandwidth, _mmd_step, _stein_step, parse_method
+from infovae.bench.regularizers import METHODS, _bandwidth, _mmd_step, _stein_step, parse_method
+
+
+def _positive(text: str) -> int:
+    """argparse type: a positive integer, else argparse's one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--method", default="mmd-rbf")
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--d", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=31)
+    ap = argparse.ArgumentParser(description="what makes every contender slow after a naive step (see the module doc)")
+    ap.add_argument("--method", default="mmd-rbf", choices=METHODS)
+    ap.add_argument("--n", type=_positive, default=64, help="rows per sample (>= 2)")
+    ap.add_argument("--d", type=_positive, default=128, help="dimension (>= 1)")
+    ap.add_argument("--repeats", type=_positive, default=31)
     a = ap.parse_args()
+    if a.n < 2:
+        ap.error("--n must be >= 2")
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     p = parse_method(a.method)
