@@ -298,10 +298,13 @@ def expanded_sq_dists(zc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     exactly zero diagonal, and sq = ||zc_i||^2 (N,). Every entry's absolute error is
     about (d + 2) eps * 2 max_i sq_i. No gradient; the caller owns the returned (N, N)
     buffer (the fused paths turn it into the kernel in place)."""
-    with torch.no_grad():
-        sq = torch.linalg.vecdot(zc, zc)
-        d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
-        return d2, sq
+    if zc.requires_grad and torch.is_grad_enabled():
+        with torch.no_grad():
+            return expanded_sq_dists(zc)
+    # (no grad-mode switch for the common detached input: it cost ~2 us a call)
+    sq = torch.linalg.vecdot(zc, zc)
+    d2 = clamp_with_zero_diagonal_(torch.addmm(sq.unsqueeze(1), zc, zc.T, alpha=-2.0).add_(sq))
+    return d2, sq
 
 
 # Order statistics of expanded-form distances are used directly when they exceed this

@@ -80,6 +80,8 @@ def parse_bandwidth(bandwidth: Bandwidth) -> Union[str, Tuple[float, ...]]:
     """'median' or a tuple of positive finite floats; a clear error otherwise."""
     if type(bandwidth) is float and 0.0 < bandwidth < math.inf:  # the common case, checked in one comparison
         return (bandwidth,)
+    if type(bandwidth) is tuple and bandwidth and all(type(v) is float and 0.0 < v < math.inf for v in bandwidth):
+        return bandwidth  # the plugins' parsed option: already a tuple of positive finite floats
     if isinstance(bandwidth, str):
         if bandwidth == "median":
             return "median"
