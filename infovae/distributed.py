@@ -210,6 +210,22 @@ def check_batch(batch_size: int, world: int) -> int:
     return batch_size // world
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands on the incoming gradient contiguous. torch's autograd
+    ``all_gather`` (2.13, gloo) sums wrong values into the ranks' rows when the gradient reaching
+    it is strided (e.g. column-major, from a transposed product): measured on 2 gloo ranks, see
+    ``tests/test_distributed_strided_grad.py``."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.view_as(t)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        return g.contiguous()
+
+
 class GlobalBatch:
     """The objective's view of the global batch (see the module docstring)."""
 
@@ -229,7 +245,8 @@ class GlobalBatch:
             # of a private functional API with the same backward (a sum over ranks).
             warnings.simplefilter("ignore", FutureWarning)
             parts = all_gather(t.contiguous(), group=self.ctx.gather_group)
-        return torch.cat(parts, 0)
+        # cat's backward slices the gradient along dim 0: contiguous slices only if it is
+        return _ContiguousGrad.apply(torch.cat(parts, 0))
 
     def gather_posterior(self, q):
         """q(z|x) over the global batch when q is a diagonal Gaussian, else None."""
