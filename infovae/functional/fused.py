@@ -11,9 +11,14 @@ gradient formed in the forward pass) and spends, for one rbf bandwidth:
   which also proves the inputs finite) and one gather into canonical order;
 - the centred squared distances D in one ``addmm`` (``distances.expanded_sq_dists``),
   which the median heuristic selects from and which then becomes the kernel in place;
-- one product (K o W) [z, 1] with the cached (N, N) block-weight matrix W of the
-  estimator: its last column gives the weighted row sums (the value, added in
-  float64), the rest the gradient;
+- for the biased rbf estimator (the default), whose weights are W = w w^T (w_i = 1/n
+  on one sample's rows, -1/m on the other's), one product of the kernel matrix (or,
+  for several bandwidths, of the stacked (S N, N) kernel matrices) with a right-hand
+  side that carries the weights: [4 c w o z, 4 c w, w] gives the gradient, the row
+  weights and K w, whose float64 dot with w is the value; no (N, N) weight matrix;
+- otherwise (imq, unbiased) one product (K o W) [z, 1] with the cached (N, N)
+  block-weight matrix W of the estimator: its last column gives the weighted row
+  sums (the value, added in float64), the rest the gradient;
 - one scatter of the gradient rows back to the callers' order.
 
 Shapes: x (n, d), y (m, d), pooled N = n + m rows; used up to ``fused_max_rows``.
