@@ -206,20 +206,6 @@ def test_objective_uses_only_the_surrogate_gradient_never_its_value():
         assert torch.allclose(a, p.grad, rtol=1e-5, atol=1e-7)
 
 
-def test_a_gradient_only_term_keeps_a_non_finite_surrogate_visible_and_its_weight():
-    """The objective's one-node form of weight * (v - stop_grad(v)): a NaN surrogate makes the loss NaN
-    (as the written-out expression does), and the gradient reaching v is the weight times the loss's."""
-    from infovae.objective import _GradientOnly
-
-    v = torch.tensor(2.5, requires_grad=True)
-    out = _GradientOnly.apply(v, 3.0)
-    assert float(out.detach()) == 0.0
-    (out * 2.0).backward()
-    assert float(v.grad) == 6.0
-    assert math.isnan(float(_GradientOnly.apply(torch.tensor(float("nan")), 1.0)))
-    assert math.isnan(float(_GradientOnly.apply(torch.tensor(float("inf")), 1.0)))
-
-
 def test_surrogate_gradient_keeps_the_dtype_of_bf16_codes():
     """Codes from autocast (bf16) get a bf16 gradient, -phi / n rounded once."""
     prior = infovae.StandardNormalPrior(3)
