@@ -11,12 +11,12 @@ gradient formed in the forward pass) and spends, for one rbf bandwidth:
   which also proves the inputs finite) and one gather into canonical order;
 - the centred squared distances D in one ``addmm`` (``distances.expanded_sq_dists``),
   which the median heuristic selects from and which then becomes the kernel in place;
-- for the biased rbf estimator (the default), whose weights are W = w w^T (w_i = 1/n
-  on one sample's rows, -1/m on the other's), one product of the kernel matrix (or,
-  for several bandwidths, of the stacked (S N, N) kernel matrices) with a right-hand
+- for the biased rbf estimator with a sum of bandwidths (the default), whose weights
+  are W = w w^T (w_i = 1/n on one sample's rows, -1/m on the other's), one product of
+  the stacked (S N, N) kernel matrices (or of E and K, combined first) with a right-hand
   side that carries the weights: [4 c w o z, 4 c w, w] gives the gradient, the row
   weights and K w, whose float64 dot with w is the value; no (N, N) weight matrix;
-- otherwise (imq, unbiased) one product (K o W) [z, 1] with the cached (N, N)
+- otherwise (one bandwidth, imq, unbiased) one product (K o W) [z, 1] with the cached (N, N)
   block-weight matrix W of the estimator: its last column gives the weighted row
   sums (the value, added in float64), the rest the gradient;
 - one scatter of the gradient rows back to the callers' order.
@@ -157,24 +157,16 @@ def _ones_columns(n: int, k: int, dtype: torch.dtype, device: torch.device) -> t
 def _rank_one_rbf(zc: torch.Tensor, d2: torch.Tensor, n_first: int, scales: Tuple[float, ...],
                   need_grad: bool) -> Tuple[float, Optional[torch.Tensor]]:
     """(sum_ij W_ij K_ij, g) for the biased estimator's W = w w^T and the rbf kernel (a sum over
-    ``scales``) of the centred pooled rows zc (N, d), from their distance matrix d2 (consumed);
+    two or more ``scales``) of the centred pooled rows zc (N, d), from their distance matrix d2 (consumed);
     g (N, d) is the gradient of that sum w.r.t. the rows, g_i = 4 w_i sum_j w_j E_ij (z_j - z_i)
     with E = sum_s c_s K_s, c_s = 1 / (2 sigma_s^2). The weights ride in the right-hand side of
     one product (no (N, N) weight matrix): per sigma, [4 c_s w o zc, 4 c_s w, w] for the gradient,
-    the row weights and the value; several sigmas either as one stacked (S N, N) product (narrow
-    d) or combined into E and K by one product first."""
+    the row weights and the value; the sigmas either as one stacked (S N, N) product (narrow d)
+    or combined into E and K by one product first."""
     n_total, d = zc.shape
     w, w64 = _sample_weights(n_first, n_total - n_first, zc.dtype, zc.device)
     factors = tuple(1.0 / (2.0 * s * s) for s in scales)
-    if len(scales) == 1:
-        c = factors[0]  # may underflow to 0 for a huge sigma: only ever a factor
-        k = d2.mul_(-_LOG2E * c).exp2_()
-        rhs = torch.cat([zc, _ones_columns(n_total, 1, zc.dtype, zc.device)], 1).mul_(w * 4.0)
-        p = sym_mm(k, rhs)  # (N, d + 1); the last column is 4 (K w)
-        total = float(torch.dot(p[:, d].double(), w64)) * 0.25
-        if need_grad:
-            w = w * c  # E = c K: the gradient's row weights
-    elif n_total * (d + 2) <= _STACKED_MAX_WORK:
+    if n_total * (d + 2) <= _STACKED_MAX_WORK:
         coef, _ = _rbf_sum_tensors(factors, zc.dtype, zc.device)
         t = torch.mul(d2, coef).exp2_()  # (S, N, N): K_s
         wts = _stacked_rhs_weights(n_first, n_total - n_first, d, factors, zc.dtype, zc.device)
@@ -206,7 +198,8 @@ def fused_value_and_grad(zs: torch.Tensor, n_first: int, kernel: str, bandwidth:
     # it), so that an explicit bandwidth equal to the heuristic's gives the same bits.
     d2, sq = expanded_sq_dists(zc)
     scales = (_median_scale(kernel, zs, d2, sq),) if bandwidth == "median" else bandwidth
-    if kernel == "rbf" and estimator == "biased":
+    if kernel == "rbf" and estimator == "biased" and len(scales) > 1:
+        # (one sigma: the weighted route is as fast or faster up to N = 256, measured)
         total, g = _rank_one_rbf(zc, d2, n_first, scales, need_grad)
     else:
         total, g = _weighted_value_and_grad(zc, d2, n_first, kernel, scales, estimator, need_grad)
