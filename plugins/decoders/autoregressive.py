@@ -122,14 +122,14 @@ class _ConcatElu(torch.autograd.Function):
         b, c, h, w = ctx.shape
         left, _, top, _ = ctx.pad if ctx.pad is not None else (0, 0, 0, 0)
         rows, cols = slice(top, top + h), slice(left, left + w)
-        g, y = g[:, :, rows, cols], out[:, :, rows, cols]
         s = ctx.scale
-        g1 = torch.ops.aten.elu_backward(g[:, :c], s, 1, 1.0 / s, True, y[:, :c])
-        g2 = torch.ops.aten.elu_backward(g[:, c:], s, 1, 1.0 / s, True, y[:, c:])
-        if mask is None:
-            return g1.sub_(g2), None, None, None
-        m = mask[:, :, rows, cols]
-        return g1.mul_(m[:, :c]).addcmul_(g2, m[:, c:], value=-1.0), None, None, None
+        # elu' over the whole padded block (the margins hold y = 0, a finite elu' that is cropped away): the
+        # cropped rows are strided, and torch's elementwise loops take the scalar path on rows shorter than
+        # 32 floats (20x slower than the vectorised one at 16 columns)
+        d = torch.ops.aten.elu_backward(g, s, 1, 1.0 / s, True, out)
+        if mask is not None:
+            d.mul_(mask)
+        return torch.sub(d[:, :c, rows, cols], d[:, c:, rows, cols]), None, None, None
 
 
 def concat_elu(x: torch.Tensor, pad: Optional[Tuple[int, int, int, int]] = None, dropout: float = 0.0) -> torch.Tensor:
