@@ -335,18 +335,23 @@ def order_stats_of(d2: torch.Tensor, sq: torch.Tensor, full_ranks, pair_ranks=()
     Up to ``_HALF_MAX_ROWS`` rows the selection runs on the k (k - 1) / 2 entries
     i < j only (one gather with cached indices; a full rank q maps to 0 below k,
     else to pair rank (q - k) // 2): half the values and no duplicates, several
-    times faster than selecting in the full matrix; above, on the full matrix."""
+    times faster than selecting in the full matrix; above, on the full matrix.
+
+    The trust test comes first where it needs no selection: a full rank below k is a
+    diagonal zero, which the expanded form cannot vouch for, and a zero spread trusts
+    nothing; both give None before any gather."""
     k = d2.shape[0]
+    scale = 2.0 * (float(sq.max()) if sq_max is None else sq_max)
+    if scale <= 0.0:
+        return None
     if k <= _HALF_MAX_ROWS:
+        if any(q < k for q in full_ranks):
+            return None
         pairs = d2.view(-1).index_select(0, _upper_linear_indices(k, d2.device))
-        wanted = [None if q < k else (q - k) // 2 for q in full_ranks] + list(pair_ranks)
-        need = sorted({r for r in wanted if r is not None})
-        got = dict(zip(need, kth_smallest(pairs, need))) if need else {}
-        values = [0.0 if r is None else got[r] for r in wanted]
+        values = kth_smallest(pairs, [(q - k) // 2 for q in full_ranks] + list(pair_ranks))
     else:
         values = kth_smallest(d2, list(full_ranks) + [k + 2 * r for r in pair_ranks])
-    scale = 2.0 * (float(sq.max()) if sq_max is None else sq_max)
-    if scale <= 0.0 or min(values) <= _ORDER_STAT_MIN_FRACTION * scale:
+    if min(values) <= _ORDER_STAT_MIN_FRACTION * scale:
         return None
     return values[: len(full_ranks)], values[len(full_ranks) :], d2
 

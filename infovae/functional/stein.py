@@ -15,13 +15,10 @@ from __future__ import annotations
 import math
 from typing import Optional, Tuple
 
-import numpy as np
 import torch
 
 from .distances import (
     _LOG2E,
-    _ORDER_STAT_MIN_FRACTION,
-    _upper_linear_indices,
     KernelSpec,
     _mean_weights,
     centre_rows,
@@ -40,7 +37,6 @@ from .distances import (
     run_exact,
 )
 from .mmd import Bandwidth, parse_bandwidth
-from .selection import kth_smallest
 
 __all__ = ["stein_direction", "svgd_median_bandwidth"]
 
@@ -187,35 +183,12 @@ def _small_direction_body(z: torch.Tensor, score: torch.Tensor, sigma: Optional[
     sq_max = float(sq.max())
     if not math.isfinite(sq_max):
         check_finite(z, "z")
-    med = _small_median(d2, n, sq_max) if n > 1 else None
-    if med is None:
+    fast = order_stats_of(d2, sq, _svgd_ranks(n * n), sq_max=sq_max) if n > 1 else None
+    if fast is None:
         return None
-    sigma = math.sqrt(med / (2.0 * math.log(n + 1.0)))
+    sigma = math.sqrt(sum(fast[0]) / len(fast[0]) / (2.0 * math.log(n + 1.0)))
     inv = 1.0 / (sigma * sigma)
     return _direction_from_exponent(zc, score, inv, d2.mul_(-_LOG2E * 0.5 * inv))
-
-
-def _small_median(d2: torch.Tensor, n: int, sq_max: float) -> Optional[float]:
-    """The SVGD median of the full (n, n) expanded-form distance matrix d2 (1 < n <=
-    ``dense_max_rows``), the value ``order_stats_of(d2, sq, _svgd_ranks(n * n))`` gives (the same
-    gather of the pairs i < j, the same exact selection and the same trust test), without its
-    generality: at 64 rows its Python alone cost ~20 of the median path's ~90 us. None where
-    ``order_stats_of`` gives None (a middle value on the zero diagonal, or one too small against
-    the spread ``2 sq_max`` for the expanded form)."""
-    ranks = _svgd_ranks(n * n)
-    if ranks[0] < n:  # the middle of the sorted matrix reaches its n diagonal zeros
-        return None
-    pair_ranks = [(q - n) // 2 for q in ranks]
-    pairs = d2.view(-1).index_select(0, _upper_linear_indices(n, d2.device))
-    if pairs.device.type == "cpu":
-        part = np.partition(pairs.numpy(), pair_ranks)  # exact, as kth_smallest's small-input route
-        values = [float(part[r]) for r in pair_ranks]
-    else:
-        values = kth_smallest(pairs, pair_ranks)
-    scale = 2.0 * sq_max
-    if scale <= 0.0 or min(values) <= _ORDER_STAT_MIN_FRACTION * scale:
-        return None
-    return sum(values) / len(values)
 
 
 def stein_direction(
