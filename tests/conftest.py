@@ -53,3 +53,26 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (see shared/data/README.md)")
     return SHARED_DATA
+
+
+def require_native():
+    """Skip without the C kernels (no C compiler at install); under CI, where they must build,
+    fail instead: a silent fallback would leave them untested."""
+    from infovae.functional import native
+
+    if not native.available():
+        if os.environ.get("CI"):
+            pytest.fail("infovae.functional._cpu_kernels did not build (see setup.py); CI must test it")
+        pytest.skip("the C kernels were not built (no C compiler at install)")
+
+
+@pytest.fixture(params=["native", "eager"])
+def native_route(request, monkeypatch):
+    """Run a test once with the C kernels serving ``mmd`` and ``stein_direction`` where they may, once
+    with the eager paths only."""
+    from infovae.functional import native
+
+    if request.param == "native":
+        require_native()
+    monkeypatch.setattr(native, "ENABLED", request.param == "native")
+    return request.param

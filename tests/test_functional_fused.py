@@ -13,6 +13,9 @@ from infovae.functional.distances import canonical_pooled
 from infovae.functional.fused import fused_max_rows
 from test_functional_mmd import mmd_autograd64 as brute_mmd64  # the MMD tests' float64 autograd reference
 
+# every test here on both routes: the C kernel where it serves, and the eager fused path alone
+pytestmark = pytest.mark.usefixtures("native_route")
+
 mmd_module = sys.modules["infovae.functional.mmd"]
 
 

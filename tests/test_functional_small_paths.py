@@ -33,6 +33,7 @@ def phi64(z, score, sigma):
     return (k @ s + (z * k.sum(1, keepdim=True) - k @ z) / sigma**2) / z.shape[0]
 
 
+@pytest.mark.usefixtures("native_route")
 @pytest.mark.parametrize("n,d", [(1, 3), (7, 2), (64, 8), (128, 2), (128, 32), (200, 8), (64, 128)])
 def test_fast_fixed_stein_matches_float64(n, d):
     """Covers both product orientations (n >= 128 with d < 16 transposed) and both clamp routes."""
@@ -48,6 +49,7 @@ def test_fast_fixed_stein_matches_float64(n, d):
     assert got64.dtype == torch.float64 and torch.allclose(got64, ref, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.usefixtures("native_route")
 def test_fast_fixed_stein_float_and_one_element_tuple_agree():
     """The plugins pass a fixed sigma as a one-element tuple: same path, same bits; a sum of
     kernels whose other term is negligible is the same direction up to rounding."""
@@ -59,6 +61,7 @@ def test_fast_fixed_stein_float_and_one_element_tuple_agree():
 
 
 def test_fast_fixed_stein_is_selected_only_where_it_claims(monkeypatch):
+    monkeypatch.setattr(sys.modules["infovae.functional.native"], "ENABLED", False)  # the eager fast function
     calls = []
     real = stein_module._small_direction
     monkeypatch.setattr(stein_module, "_small_direction", lambda *a: calls.append(a[2]) or real(*a))
@@ -77,6 +80,7 @@ def test_fast_fixed_stein_is_selected_only_where_it_claims(monkeypatch):
     assert len(calls) == 4
 
 
+@pytest.mark.usefixtures("native_route")
 def test_fast_fixed_stein_keeps_the_guarantees():
     """Detached result, float32 under bf16 autocast, matmul precision forced and restored,
     translation safety and clear errors, as the general path."""
@@ -167,6 +171,7 @@ def test_expanded_sq_dists_both_clamp_routes_match_float64():
         assert torch.allclose(d2.double(), ref, atol=1e-5)
 
 
+@pytest.mark.usefixtures("native_route")
 @pytest.mark.parametrize("d", [2, 8, 15, 16, 33])
 @pytest.mark.parametrize("kernel,bw", [("rbf", 1.3), ("imq", 2.0), ("rbf", "median"), ("rbf", (0.7, 1.4))])
 def test_fused_mmd_on_both_product_orientations_matches_float64(d, kernel, bw):
@@ -193,6 +198,7 @@ def test_fast_stein_equals_the_general_path_bitwise(monkeypatch, bw):
     """With the fast function disabled the general path runs the same arithmetic: same bits,
     for the fixed bandwidth and the median heuristic (both product orientations)."""
     g = torch.Generator().manual_seed(25)
+    monkeypatch.setattr(sys.modules["infovae.functional.native"], "ENABLED", False)  # the eager fast function
     cases = [(torch.randn(n, d, generator=g) * 2 + 1, torch.randn(n, d, generator=g)) for n, d in ((2, 1), (64, 8), (130, 4), (96, 40))]
     fast = [stein_direction(z, s, bw) for z, s in cases]
     monkeypatch.setattr(stein_module, "_small_direction", lambda *a: None)
@@ -200,6 +206,7 @@ def test_fast_stein_equals_the_general_path_bitwise(monkeypatch, bw):
         assert torch.equal(got, stein_direction(z, s, bw))
 
 
+@pytest.mark.usefixtures("native_route")
 def test_fast_stein_median_degenerate_and_non_finite():
     """Coinciding rows fall back to the general path's rule (sigma = 1 when all coincide);
     non-finite z is named before any selection."""
@@ -242,6 +249,7 @@ def test_run_exact_forces_and_restores_the_precision_even_on_errors():
     assert seen == [("ieee", False)] * 3
 
 
+@pytest.mark.usefixtures("native_route")
 @pytest.mark.parametrize("d", [2, 8, 40])
 def test_fused_mmd_gradients_are_contiguous_rows(d):
     """The transposed product gives a column-major gradient internally; what autograd hands
@@ -262,6 +270,7 @@ def test_rank_one_rbf_routes_match_float64(monkeypatch, route, bw, n, m, d):
     """The biased rbf estimator with a sum of bandwidths takes its weights as w w^T in the right-hand
     side (issue 13, round 4): the sigmas as one stacked product, or combined into E and K first, each
     against float64 autograd; the value without a gradient is the value with one, bitwise."""
+    monkeypatch.setattr(sys.modules["infovae.functional.native"], "ENABLED", False)  # the eager routes under test
     monkeypatch.setattr(fused_module, "_STACKED_MAX_WORK", 1 << 30 if route == "stacked" else 0)
     calls = []
     real = fused_module._rank_one_rbf

@@ -499,6 +499,7 @@ def run(
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "native_kernels": _native_state(),
         "threads": torch.get_num_threads(),
         "geomloss": geomloss_version,
         "repeats": repeats,
@@ -507,6 +508,13 @@ def run(
         "throughputs": {str(d): r for d, r in rates_by_d.items()},
         "rows": rows,
     }
+
+
+def _native_state() -> str:
+    """Whether ``mmd`` could use its C kernel in this run (``infovae.functional.native``)."""
+    from infovae.functional import native
+
+    return "on" if native.enabled() else ("off (INFOVAE_NATIVE=0)" if native.available() else "not built")
 
 
 def _fmt_ratio(v: Optional[float]) -> str:
@@ -521,7 +529,7 @@ def table(result: Dict[str, Any]):
     """A rich Table of the result."""
     from rich.table import Table
 
-    t = Table(title=f"regularizers on {result['device']} ({result['threads']} threads, torch {result['torch']})")
+    t = Table(title=f"regularizers on {result['device']} ({result['threads']} threads, torch {result['torch']}, C kernels {result.get('native_kernels', '?')})")
     for col, just in (
         ("method", "left"), ("n", "right"), ("d", "right"), ("ms", "right"), ("MiB", "right"),
         ("dense ms", "right"), ("dense MiB", "right"), ("dense", "right"), ("naive", "right"),

@@ -125,7 +125,10 @@ def run(cases: Sequence[str] = tuple(CASES), divergences: Sequence[str] = DIVERG
                 "divergence": name, "batch_size": batch_size, "step_s": t["step"], "base_s": t["base"], "reg_s": t["reg"],
                 "share": t["reg"] / t["step"], "share_by_difference": (t["step"] - t["base"]) / t["step"],
             })
+    from .regularizers import _native_state
+
     return {"device": f"cpu ({platform.processor() or platform.machine()})", "torch": torch.__version__,
+            "native_kernels": _native_state(),
             "threads": torch.get_num_threads(), "repeats": repeats, "stat": stat, "rows": rows}
 
 
@@ -133,7 +136,7 @@ def table(result: Dict[str, Any]):
     from rich.table import Table
 
     t = Table(title=f"regularizer share of a training step ({result['threads']} threads, torch {result['torch']}, "
-                    f"{result['stat']} of {result['repeats']})")
+                    f"{result['stat']} of {result['repeats']}, C kernels {result.get('native_kernels', '?')})")
     for col in ("case", "divergence", "batch", "step ms", "no-div step ms", "reg ms", "share", "share by diff"):
         t.add_column(col, justify="left" if col in ("case", "divergence") else "right")
     for r in result["rows"]:

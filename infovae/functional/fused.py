@@ -33,6 +33,7 @@ import torch
 
 from .distances import (
     _LOG2E,
+    canonical_pooled,
     centre_rows,
     PooledPair,
     exact_median_sq_dist,
@@ -41,7 +42,7 @@ from .distances import (
     sym_mm,
 )
 
-__all__ = ["fused_max_rows", "mmd_fused", "FUSED_MAX_ROWS"]
+__all__ = ["fused_max_rows", "median_scales_small", "mmd_fused", "FUSED_MAX_ROWS"]
 
 # Pooled rows up to which ``mmd`` takes the fused path: one (N, N) matrix (plus the
 # cached weights) against the tiles' (block, block) buffers; above it the tiled sweep,
@@ -80,6 +81,20 @@ def _median_scale(kernel: str, zs: torch.Tensor, d2: torch.Tensor, sq: torch.Ten
     fast = order_stats_of(d2, sq, (), ((k * (k - 1) // 2 - 1) // 2,)) if k > 1 else None
     med = fast[1][0] if fast is not None else (exact_median_sq_dist(zs) if k > 1 else 1.0)
     return math.sqrt(med) if kernel == "rbf" else med
+
+
+def median_scales_small(x: torch.Tensor, y: torch.Tensor, kernel: str) -> Optional[Tuple[float]]:
+    """(scale,): the median heuristic's bandwidth for the pair x, y (checked, on the fused path),
+    exactly as the fused path and ``mmd.resolve_bandwidth`` compute it (same canonical rows, same
+    distance matrix, same selection); None for the same multiset. For callers that hand the
+    scale to another evaluator of the same estimate (``native``), so that an explicit bandwidth
+    equal to the heuristic's still gives the same bits. Under ``run_exact``."""
+    dtype = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
+    pair = canonical_pooled(x, y, dtype)
+    if pair.identical:
+        return None
+    d2, sq = expanded_sq_dists(centre_rows(pair.z))
+    return (_median_scale(kernel, pair.z, d2, sq),)
 
 
 def _kernel_in_place(d2: torch.Tensor, kernel: str, scales: Tuple[float, ...], want_e: bool):

@@ -36,6 +36,7 @@ from .distances import (
     pairwise_sq_dists,
     run_exact,
 )
+from . import native
 from .mmd import Bandwidth, parse_bandwidth
 
 __all__ = ["stein_direction", "svgd_median_bandwidth"]
@@ -98,8 +99,14 @@ def svgd_median_bandwidth(z: torch.Tensor) -> float:
     when all rows coincide. No gradient. The selection runs on expanded-form
     distances (``distances.order_stats_sq_dists``: one exact selection, relative
     error below ~2.5e-4 in float32, typically ~1e-6) unless the median is small
-    against the data's spread, then on ``pairwise_sq_dists``.
+    against the data's spread, then on ``pairwise_sq_dists``. Where the C kernel serves
+    (``native.serves_stein``: float32 CPU rows, n^2 d <= ``native.STEIN_MAX_WORK``) it selects from
+    float64 direct-form distances instead, the sigma that ``stein_direction`` then uses.
     """
+    if native.serves_stein(z, None) and z.shape[0] <= _MEDIAN_MAX_POINTS:
+        sigma = native.stein_median_sigma(z)  # what stein_direction's C kernel uses (see native)
+        if sigma is not None:
+            return sigma
     return _svgd_median(z, z.shape[0])[0]
 
 
@@ -207,6 +214,12 @@ def stein_direction(
     or 2048 rows (median: the median's distance matrix becomes the kernel),
     else O(n d + block^2) via the tiled kernel sweep.
     """
+    if block_size is None and native.serves_stein(z, score):
+        bw = parse_bandwidth(bandwidth)  # (the general path's errors for a bad one)
+        if bw == "median" or len(bw) == 1:
+            out = native.stein_rbf(z, score, None if bw == "median" else bw[0])  # the C kernel (None: it declined)
+            if out is not None:
+                return out
     if block_size is None and _plain_pair(z, score) and z.shape[0] <= dense_max_rows(z.device):
         sigma = _one_sigma(bandwidth)
         if sigma is not None or (type(bandwidth) is str and bandwidth == "median"):
