@@ -227,7 +227,9 @@ def test_indivisible_batch_under_torchrun_fails_before_any_work(tmp_path):
     res = torchrun("--no-python", INFOVAE, "train", "--device", "cpu", "-b", "33", "--steps", "2", "--out", out, timeout=90)
     assert res.returncode != 0
     assert "Error: --batch-size 33 is the global batch and does not divide over 2 processes" in res.stderr
-    assert res.stderr.count("Error: --batch-size 33") == 2  # each rank, one line; the traceback is torchrun's own
+    # one line per rank that got to print it: torchrun stops the other rank as soon as one exits
+    # with an error, which can be before its line (seen once in CI: 1 of 2); never more, never a traceback of ours
+    assert res.stderr.count("Error: --batch-size 33") in (1, 2)
     assert 'infovae/trainer.py"' not in res.stderr and 'infovae/distributed.py"' not in res.stderr
     assert not out.exists()
 
