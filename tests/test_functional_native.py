@@ -25,21 +25,32 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=N
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    """The C kernel, switched on, with every call and its result recorded."""
+def _spy_kernels(monkeypatch):
+    """The C kernels, switched on, with every call recorded: (mmd results, (stein sigma argument,
+    result) pairs)."""
     require_native()
     monkeypatch.setattr(native, "ENABLED", True)
     real = native._cpu_kernels
-    seen = []
+    mmd_seen, stein_seen = [], []
 
-    def spy(*args):
+    def mmd_spy(*args):
         out = real.mmd_rbf_biased(*args)
-        seen.append(out)
+        mmd_seen.append(out)
         return out
 
-    monkeypatch.setattr(native, "_cpu_kernels", types.SimpleNamespace(mmd_rbf_biased=spy))
-    return seen
+    def stein_spy(*args):
+        out = real.stein_rbf(*args)
+        stein_seen.append((args[4], out))
+        return out
+
+    monkeypatch.setattr(native, "_cpu_kernels", types.SimpleNamespace(mmd_rbf_biased=mmd_spy, stein_rbf=stein_spy))
+    return mmd_seen, stein_seen
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every MMD kernel call's result."""
+    return _spy_kernels(monkeypatch)[0]
 
 
 def _value_and_grads(x, y, bw):
@@ -274,19 +285,8 @@ from test_functional_stein import phi_loops  # noqa: E402
 
 @pytest.fixture
 def stein_calls(monkeypatch):
-    """The Stein kernel, switched on, with every call's sigma argument and result recorded."""
-    require_native()
-    monkeypatch.setattr(native, "ENABLED", True)
-    real = native._cpu_kernels
-    seen = []
-
-    def spy(*args):
-        out = real.stein_rbf(*args)
-        seen.append((args[4], out))
-        return out
-
-    monkeypatch.setattr(native, "_cpu_kernels", types.SimpleNamespace(stein_rbf=spy, mmd_rbf_biased=real.mmd_rbf_biased))
-    return seen
+    """Every Stein kernel call's sigma argument and result."""
+    return _spy_kernels(monkeypatch)[1]
 
 
 def _median_sigma64(z):
