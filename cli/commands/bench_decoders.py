@@ -48,7 +48,8 @@ def _list(kind):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--peer-path", type=click.Path(file_okay=False), default=None,
               help="A checkout of pclucas14/pixel-cnn-pp: compare PixelCNN++ training with it instead "
-                   "(rgb8 32x32, --batch-size, --preset or the small configuration with dropout 0.5).")
+                   "(rgb8 32x32, --batch-size, --preset or the small configuration with dropout 0.5); ours "
+                   "runs twice, with element dropout (the authors') and channel dropout (the port's Dropout2d).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout instead of the table(s).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the results to this JSON file (atomically).")

@@ -12,9 +12,12 @@ nothing else of it is changed.
 
 Both train the same configuration on the same random RGB 32x32 batch (values on
 the 8-bit grid in [-1, 1]): ``nr_resnet`` blocks per stage, ``nr_filters``,
-``nr_logistic_mix`` logistics, dropout 0.5 (the port's fixed ``Dropout2d(0.5)``;
-ours drops single activations as the authors' code does), Adam, one optimizer
-step per iteration: loss forward, backward, step. Ours also conditions every
+``nr_logistic_mix`` logistics, dropout 0.5, Adam, one optimizer step per
+iteration: loss forward, backward, step. The port's dropout is a fixed
+``Dropout2d(0.5)`` (whole channels); ours is timed twice where dropout > 0:
+``ours`` drops single activations as the authors' code does (the default), and
+``ours_channel_dropout`` drops whole channels as the port does
+(``dropout_mode="channel"``, which skips the dropped channels' convolution). Ours also conditions every
 block on a code z (latent_dim 8); the port is unconditional and uses weight
 normalisation. Timing: blocks of ``steps`` steps of each, alternated ``rounds``
 times after a warm-up; the median per-step time of each is reported, with the
@@ -81,12 +84,13 @@ def load_peer(peer_path: str):
 
 
 def _ours_step(x: torch.Tensor, nr_resnet: int, nr_filters: int, nr_mix: int, dropout: float, seed: int,
-               compile_: bool = False) -> Callable[[], None]:
+               compile_: bool = False, dropout_mode: str = "element") -> Callable[[], None]:
     spec = DataSpec("rgb8", (3, 32, 32))
     torch.manual_seed(seed)
     dec = infovae.registry().create(
         "decoders", "pixelcnnpp",
-        {"nr_resnet": nr_resnet, "nr_filters": nr_filters, "nr_logistic_mix": nr_mix, "dropout": dropout},
+        {"nr_resnet": nr_resnet, "nr_filters": nr_filters, "nr_logistic_mix": nr_mix, "dropout": dropout,
+         "dropout_mode": dropout_mode},
         spec, 8).train()
     z = torch.randn(x.shape[0], 8, generator=torch.Generator().manual_seed(seed))
     opt = torch.optim.Adam(dec.parameters(), lr=1e-4)
@@ -131,6 +135,9 @@ def run(peer_path: str, batch_size: int = 16, nr_resnet: int = 1, nr_filters: in
     x = torch.randint(0, 256, (batch_size, 3, 32, 32), generator=g).float() / 127.5 - 1.0
     fns = {"ours": _ours_step(x, nr_resnet, nr_filters, nr_mix, dropout, seed),
            "peer": _peer_step(peer, x, nr_resnet, nr_filters, nr_mix, seed)}
+    if dropout > 0:  # the port's own dropout law: whole channels (nn.Dropout2d)
+        fns["ours_channel_dropout"] = _ours_step(x, nr_resnet, nr_filters, nr_mix, dropout, seed,
+                                                 dropout_mode="channel")
     compile_s = None
     if compile_:
         fns["ours_compiled"] = _ours_step(x, nr_resnet, nr_filters, nr_mix, dropout, seed, compile_=True)
@@ -166,6 +173,9 @@ def run(peer_path: str, batch_size: int = 16, nr_resnet: int = 1, nr_filters: in
     }
     if compile_:
         out["compiled_over_peer"] = med["peer"] / med["ours_compiled"]
+    if "ours_channel_dropout" in med:
+        out["channel_dropout_over_peer"] = med["peer"] / med["ours_channel_dropout"]
+        out["channel_dropout_over_peer_cpu"] = med_cpu["peer"] / med_cpu["ours_channel_dropout"]
     if measure_memory:
         say("peak memory")
         out["peak_bytes"] = {k: peak_memory(fn, torch.device("cpu")) for k, fn in fns.items()}

@@ -1,4 +1,5 @@
-"""The C kernels of the training-size regularizers: the default MMD and the SVGD direction in one call each.
+"""The C kernels of the training-size regularizers (the default MMD and the SVGD direction in one call
+each) and of PixelCNN++'s concat_elu.
 
 At training's batch sizes (64-256 codes, a few to a few dozen dimensions) the eager fused path
 (``fused.py``) costs its ~30 tensor operations more than its arithmetic: on one core of the
@@ -25,6 +26,13 @@ the eager path's rule). ``svgd_median_bandwidth`` then gives the kernel's median
 (``stein_median_sigma``), so where the kernel serves both calls an explicit sigma equal to it
 gives the same direction bits.
 
+``concat_elu_forward`` / ``concat_elu_backward`` serve PixelCNN++'s ``concat_elu`` while training
+(the autograd path of ``plugins.decoders.autoregressive``): float32 contiguous CPU input, one torch
+thread (or fewer entries than torch would split across threads), the extension built and enabled.
+Their values are within 2 float32 ulp of the exact elu, ``F.elu``'s within 1, so the two may differ
+in the last bit; evaluation and sampling (no autograd) keep the eager path, whose values are
+``F.elu``'s bit for bit (the fast sampler relies on that).
+
 The guarantees of ``mmd`` (bitwise symmetry and permutation invariance, exactly 0 for the same
 multiset, translation safety) are kept by the same canonical order; whether the kernel declines
 depends only on the two multisets, so they hold across both paths. The values differ
@@ -42,8 +50,12 @@ try:
     from . import _cpu_kernels
 except ImportError:  # built without a C compiler: the eager path serves every call
     _cpu_kernels = None
+_KERNELS = ("mmd_rbf_biased", "stein_rbf", "concat_elu_forward", "concat_elu_backward")
+if _cpu_kernels is not None and not all(hasattr(_cpu_kernels, name) for name in _KERNELS):
+    _cpu_kernels = None  # a stale build of an older source (an editable install not rebuilt): not used
 
-__all__ = ["available", "enabled", "MAX_WORK", "STEIN_MAX_WORK", "mmd_rbf_biased", "stein_rbf", "stein_median_sigma"]
+__all__ = ["available", "enabled", "MAX_WORK", "STEIN_MAX_WORK", "mmd_rbf_biased", "stein_rbf", "stein_median_sigma",
+           "serves_concat_elu", "concat_elu_forward", "concat_elu_backward"]
 
 # N^2 d up to which the kernel serves a call. Measured on one core of the 2-vCPU EPYC (AVX-512),
 # fwd + bwd against the eager fused path, three sigmas: 4.7x at N = 128, d = 8; 2.3x at N = 128,
@@ -162,3 +174,48 @@ def stein_median_sigma(z: torch.Tensor) -> Optional[float]:
     zd = _float32_rows(z)
     n, d = zd.shape
     return _cpu_kernels.stein_rbf(zd.data_ptr(), 0, n, d, 0.0, 0)
+
+
+# concat_elu (PixelCNN++): elu([x, -x]) written with zero margins and an optional dropout mask in one pass,
+# and its input gradient in one pass. torch runs the same as 5 + 3 elementwise passes; the kernel is single
+# threaded, so it serves where torch would run those passes on one thread too: one intra-op thread, or
+# fewer entries than torch's grain for splitting an elementwise loop.
+_TORCH_GRAIN = 32768
+
+
+def serves_concat_elu(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> bool:
+    """Whether the concat_elu kernels take x (B, C, H, W) (and the mask, unless None): float32,
+    C-contiguous, on the CPU, where torch would use one thread."""
+    if not ENABLED or _cpu_kernels is None:
+        return False
+    if x.dtype != torch.float32 or not x.is_cpu or x.dim() != 4 or not x.is_contiguous():
+        return False
+    if mask is not None and (mask.dtype != torch.float32 or not mask.is_contiguous()):
+        return False
+    return torch.get_num_threads() == 1 or x.numel() < _TORCH_GRAIN
+
+
+def concat_elu_forward(x: torch.Tensor, pad: Tuple[int, int, int, int], mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """mask * pad(elu(cat(x, -x))) as a new (B, 2C, H + top + bottom, W + left + right) float32 tensor
+    (``serves_concat_elu``); pad = (left, right, top, bottom); each value within 2 float32 ulp of the
+    exact elu (``F.elu`` is within 1: the two may differ in the last bit)."""
+    b, c, h, w = x.shape
+    left, right, top, bottom = pad
+    out = torch.empty((b, 2 * c, h + top + bottom, w + left + right), dtype=torch.float32)
+    _cpu_kernels.concat_elu_forward(x.data_ptr(), out.data_ptr(), 0 if mask is None else mask.data_ptr(),
+                                    b, c, h, w, left, right, top, bottom)
+    return out
+
+
+def concat_elu_backward(g: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor], scale: float,
+                        pad: Tuple[int, int, int, int]) -> torch.Tensor:
+    """The gradient (B, C, H, W) with respect to x of ``concat_elu_forward`` from the output gradient g
+    and its output y (both (B, 2C, H', W')); ``scale`` the mask's nonzero value (1 without a mask)."""
+    g = g if g.dtype == torch.float32 and g.is_contiguous() else g.float().contiguous()
+    b, c2, hp, wp = y.shape
+    left, right, top, bottom = pad
+    c, h, w = c2 // 2, hp - top - bottom, wp - left - right
+    dx = torch.empty((b, c, h, w), dtype=torch.float32)
+    _cpu_kernels.concat_elu_backward(g.data_ptr(), y.data_ptr(), 0 if mask is None else mask.data_ptr(), dx.data_ptr(),
+                                     b, c, h, w, left, right, top, bottom, float(scale))
+    return dx

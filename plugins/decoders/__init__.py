@@ -57,6 +57,7 @@ def register_decoders(register):
             Option("nr_filters", int, None, "channels of both streams (default: from preset)", minimum=1),
             Option("nr_logistic_mix", int, None, "logistic components per pixel (default: from preset)", minimum=1),
             Option("dropout", float, None, "dropout in every block while training (default: from preset)", minimum=0.0, maximum=0.95),
+            Option("dropout_mode", str, "element", "what dropout drops: element = single activations (the authors' code); channel = whole channels per example (nn.Dropout2d, as the pclucas14 port; the dropped channels are not convolved)", choices=("element", "channel")),
             Option("fast", bool, True, "sample with the cached fast sampler (false: naive loop, one pass per pixel)"),
         ],
         supports=SUPPORTS["pixelcnnpp"],

@@ -47,6 +47,7 @@ from .autoregressive import (
     Nin,
     ShiftedConv2d,
     ShiftedDeconv2d,
+    channel_dropout_conv,
     concat_elu,
     gated_residual,
     with_ones,
@@ -100,10 +101,31 @@ class _DroppedConcatElu:
         return concat_elu(x, pad=pad, dropout=self.p)
 
 
+class _ChannelDroppedConcatElu:
+    """concat_elu(x) as the pre-activation of a convolution that sees it through channel dropout
+    (``nn.Dropout2d``, as the pclucas14 port): whole channels of the 2C-channel result are dropped per
+    example, and the convolution skips them (``channel_dropout_conv``)."""
+
+    pads = True
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, x: torch.Tensor, pad=None) -> torch.Tensor:
+        return concat_elu(x, pad=pad)
+
+    def convolve(self, module: ShiftedConv2d, padded: torch.Tensor) -> torch.Tensor:
+        return channel_dropout_conv(module, padded, self.p)
+
+
+DROPOUT_MODES = ("element", "channel")
+
+
 class GatedResnet(nn.Module):
     """PixelCNN++ gated resnet block on ``filters`` channels, conditioned on z; ``shortcuts`` extra inputs."""
 
-    def __init__(self, filters: int, latent_dim: int, mode: str, shortcuts: int, dropout: float):
+    def __init__(self, filters: int, latent_dim: int, mode: str, shortcuts: int, dropout: float,
+                 dropout_mode: str = "element"):
         super().__init__()
         kernel = (2, 3) if mode == "down" else (2, 2)
         self.conv1 = ShiftedConv2d(2 * filters, filters, kernel, mode=mode)
@@ -112,14 +134,17 @@ class GatedResnet(nn.Module):
         self.cond = nn.Linear(latent_dim, 2 * filters)
         nn.init.normal_(self.cond.weight, 0.0, 0.05)
         nn.init.zeros_(self.cond.bias)
-        self.filters, self.dropout = filters, float(dropout)
+        self.filters, self.dropout, self.dropout_mode = filters, float(dropout), dropout_mode
 
     def connect(self, ops, x, shortcuts, z: torch.Tensor, dropout: bool):
         """Add the block to the network being built by ``ops``: x plus the gated residual."""
         hz = self.cond(z)[:, :, None, None]
         p = self.dropout if dropout else 0.0
         side = (self.shortcut, tuple(shortcuts), concat_elu) if shortcuts else None
-        pre2 = _DroppedConcatElu(p) if p > 0 else concat_elu
+        if p > 0:
+            pre2 = _ChannelDroppedConcatElu(p) if self.dropout_mode == "channel" else _DroppedConcatElu(p)
+        else:
+            pre2 = concat_elu
         h = ops.conv(self.conv1, x, pre=concat_elu, side=side, channels=self.filters)
         return ops.conv(self.conv2, h, pre=pre2, post=gated_residual, extras=(x,), bias=hz, channels=self.filters)
 
@@ -129,8 +154,10 @@ class PixelCNNpp(AutoregressiveDecoder):
 
     Options: ``preset`` "small" (1 block per resolution, 32 filters, 5 logistics, no
     dropout) or "paper" (5, 160, 10, dropout 0.5); ``nr_resnet``, ``nr_filters``,
-    ``nr_logistic_mix``, ``dropout`` override the preset when given; ``fast`` picks
-    the cached sampler by default.
+    ``nr_logistic_mix``, ``dropout`` override the preset when given; ``dropout_mode``
+    "element" drops single activations (the authors' code), "channel" whole channels per
+    example (``nn.Dropout2d``, as the pclucas14 port; the dropped channels are not
+    convolved); ``fast`` picks the cached sampler by default.
     """
 
     supports = ("gray8", "rgb8")
@@ -145,6 +172,7 @@ class PixelCNNpp(AutoregressiveDecoder):
         nr_logistic_mix: Optional[int] = None,
         dropout: Optional[float] = None,
         fast: bool = True,
+        dropout_mode: str = "element",
     ):
         super().__init__(spec, latent_dim, fast, "decoder 'pixelcnnpp'")
         if preset not in PRESETS:
@@ -157,6 +185,9 @@ class PixelCNNpp(AutoregressiveDecoder):
                 raise PluginOptionError(f"{self.who}: {name} must be >= 1, got {value}")
         if not 0.0 <= float(dropout) < 1.0:
             raise PluginOptionError(f"{self.who}: dropout must be in [0, 1), got {dropout}")
+        if dropout_mode not in DROPOUT_MODES:
+            raise PluginOptionError(f"{self.who}: unknown dropout_mode {dropout_mode!r}; choose one of "
+                                    f"{', '.join(DROPOUT_MODES)}")
         _, h, w = spec.shape
         if h % 4 or w % 4:
             raise CapabilityError(
@@ -166,6 +197,7 @@ class PixelCNNpp(AutoregressiveDecoder):
         self.preset = preset
         self.nr_resnet, self.nr_filters = int(nr_resnet), int(nr_filters)
         self.nr_logistic_mix, self.dropout = int(nr_logistic_mix), float(dropout)
+        self.dropout_mode = dropout_mode
         c, f, d, k = spec.channels, self.nr_filters, self.latent_dim, self.nr_logistic_mix
         self.uniforms_per_pixel = 1 + c
         self.u_in = ShiftedConv2d(c + 1, f, (2, 3), mode="down")
@@ -173,7 +205,7 @@ class PixelCNNpp(AutoregressiveDecoder):
         self.ul_in_h = ShiftedConv2d(c + 1, f, (2, 1), mode="down_right")
 
         def blocks(n: int, mode: str, shortcuts: int) -> nn.ModuleList:
-            return nn.ModuleList(GatedResnet(f, d, mode, shortcuts, self.dropout) for _ in range(n))
+            return nn.ModuleList(GatedResnet(f, d, mode, shortcuts, self.dropout, dropout_mode) for _ in range(n))
 
         n = self.nr_resnet
         self.up_u = nn.ModuleList(blocks(n, "down", 0) for _ in range(3))
