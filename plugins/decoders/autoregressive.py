@@ -183,7 +183,7 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 # A convolution per example pays off from this many multiply-adds per example (kept input channels x output
 # channels x kernel taps x output positions). Forward + backward on one CPU core at p = 0.5, per-example /
 # dense (min of 7): 320 channels, batch 4: 0.77x at 16 x 16, 0.92x at 8 x 8 (19.7M); 64 channels, batch 16:
-# 0.82x at 16 x 16 (3.1M), 1.35x at 8 x 8 (0.79M), where oneDNN's cost per call dominates.
+# 0.82x at 16 x 16 (3.1M), 1.33-1.40x at 8 x 8 (0.79M), where the cost per oneDNN call dominates.
 PER_EXAMPLE_MIN_MACS = 1_500_000
 
 
