@@ -84,6 +84,8 @@ class Option:
     def convert(self, value: Any, plugin: str) -> Any:
         """Typed value for ``value`` (a string from the command line or a Python value)."""
         where = f"option {self.name!r} of {plugin}"
+        if value is None and self.default is None:
+            return None  # "not set" (e.g. "default: from preset"), as a resolved spec stores it
         try:
             out = _convert(self.type, value)
         except (ValueError, TypeError) as exc:

@@ -211,3 +211,23 @@ def test_cli_defaults_come_from_trainer_config():
 
     assert re.search(rf"--epochs INTEGER\s+\[default: {tc.epochs}\]", help_text), help_text
     assert re.search(rf"--batch-size INTEGER\s+\[default: {tc.batch_size}\]", help_text)
+
+
+def test_train_pixelcnnpp_with_channel_dropout_then_sample(tmp_path):
+    """The issue's typical command shape with the PixelCNN++ decoder on gray8 data (a uint8 .npy), then a
+    sample from the run: the spec's stored options must build the model again."""
+    import numpy as np
+
+    data = tmp_path / "g8.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (32, 1, 8, 8), dtype=np.uint8))
+    run = tmp_path / "run"
+    invoke("train", "-d", "array", "-o", f"dataset.path={data}", "--decoder", "pixelcnnpp",
+           "-o", "decoder.nr_filters=4", "-o", "decoder.dropout=0.5", "-o", "decoder.dropout_mode=channel",
+           "--steps", "2", "--batch-size", "16", "-z", "2", "--quiet", "--out", run)
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["decoder"]["options"]["dropout_mode"] == "channel"
+    invoke("sample", run, "-n", "2", "--out", tmp_path / "s.npy")
+    assert np.load(tmp_path / "s.npy", allow_pickle=False).shape[0] == 2
+    res = invoke("train", "-d", "array", "-o", f"dataset.path={data}", "--decoder", "pixelcnnpp",
+                 "-o", "decoder.dropout_mode=spatial", "--steps", "1", "--out", tmp_path / "bad", code=1)
+    assert "dropout_mode" in res.output and "Traceback" not in res.output and not (tmp_path / "bad").exists()

@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from infovae.functional import mmd, stein_direction
+from infovae.functional import mmd, native, stein_direction
 from infovae.functional.distances import default_block, exact_float_math
 
 METHODS = (
@@ -499,7 +499,7 @@ def run(
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "native_kernels": _native_state(),
+        "native_kernels": native.state(),
         "threads": torch.get_num_threads(),
         "geomloss": geomloss_version,
         "repeats": repeats,
@@ -508,13 +508,6 @@ def run(
         "throughputs": {str(d): r for d, r in rates_by_d.items()},
         "rows": rows,
     }
-
-
-def _native_state() -> str:
-    """Whether ``mmd`` could use its C kernel in this run (``infovae.functional.native``)."""
-    from infovae.functional import native
-
-    return "on" if native.enabled() else ("off (INFOVAE_NATIVE=0)" if native.available() else "not built")
 
 
 def _fmt_ratio(v: Optional[float]) -> str:

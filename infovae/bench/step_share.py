@@ -125,10 +125,10 @@ def run(cases: Sequence[str] = tuple(CASES), divergences: Sequence[str] = DIVERG
                 "divergence": name, "batch_size": batch_size, "step_s": t["step"], "base_s": t["base"], "reg_s": t["reg"],
                 "share": t["reg"] / t["step"], "share_by_difference": (t["step"] - t["base"]) / t["step"],
             })
-    from .regularizers import _native_state
+    from infovae.functional import native
 
     return {"device": f"cpu ({platform.processor() or platform.machine()})", "torch": torch.__version__,
-            "native_kernels": _native_state(),
+            "native_kernels": native.state(),
             "threads": torch.get_num_threads(), "repeats": repeats, "stat": stat, "rows": rows}
 
 

@@ -54,7 +54,7 @@ _KERNELS = ("mmd_rbf_biased", "stein_rbf", "concat_elu_forward", "concat_elu_bac
 if _cpu_kernels is not None and not all(hasattr(_cpu_kernels, name) for name in _KERNELS):
     _cpu_kernels = None  # a stale build of an older source (an editable install not rebuilt): not used
 
-__all__ = ["available", "enabled", "MAX_WORK", "STEIN_MAX_WORK", "mmd_rbf_biased", "stein_rbf", "stein_median_sigma",
+__all__ = ["available", "enabled", "state", "MAX_WORK", "STEIN_MAX_WORK", "mmd_rbf_biased", "stein_rbf", "stein_median_sigma",
            "serves_concat_elu", "concat_elu_forward", "concat_elu_backward"]
 
 # N^2 d up to which the kernel serves a call. Measured on one core of the 2-vCPU EPYC (AVX-512),
@@ -80,6 +80,11 @@ def available() -> bool:
 def enabled() -> bool:
     """Whether ``mmd`` may use them now (built and not switched off)."""
     return ENABLED and _cpu_kernels is not None
+
+
+def state() -> str:
+    """For benchmark records: "on", "off (INFOVAE_NATIVE=0)" or "not built"."""
+    return "on" if enabled() else ("off (INFOVAE_NATIVE=0)" if available() else "not built")
 
 
 # Input dtypes the kernels take: float32, and bf16 / fp16 cast up to it first (as the eager paths
